@@ -1,0 +1,342 @@
+"""secmail throughput against the tools gateways script today, in one run.
+
+    .venv/bin/python benchmarks/run.py [--seconds 5] [--size 20000] [--only smime|openpgp]
+
+S/MIME: Sign and Verify of a 20 KB message over gRPC (RSA-2048), against
+``openssl cms -sign`` / ``-verify`` run once per message as a subprocess.
+OpenPGP: Sign, Verify, Encrypt and Decrypt of PGP/MIME over gRPC (Ed25519/
+Cv25519, then RSA-3072), against ``gpg`` driven per message through
+python-gnupg.
+
+Both sides get the whole machine: secmail runs ``secmail serve`` with one
+worker process per core and as many client threads (each with its own
+connection) as four times the cores;
+the peers run as many concurrent subprocesses as there are cores. Each
+figure is operations per second over ``--seconds`` after a warm-up; the
+ratio is secmail / peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+from testpki import end_entity, make_pki, message  # noqa: E402
+
+from secmail.v1 import (  # noqa: E402
+    keys_pb2,
+    keys_pb2_grpc,
+    message_security_pb2,
+    message_security_pb2_grpc,
+    trust_pb2,
+    trust_pb2_grpc,
+    verdict_pb2,
+)
+
+CORES = os.cpu_count() or 1
+
+
+def rate(op: Callable[[], object], seconds: float, concurrency: int) -> float:
+    """Operations per second with ``concurrency`` callers for ``seconds``."""
+    for _ in range(2):
+        op()  # warm-up
+    done = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            op()
+            with lock:
+                done += 1
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(worker) for _ in range(concurrency)]:
+            f.result()
+    return done / (time.monotonic() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, workdir: Path) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "secmail.cli",
+                "serve",
+                "--address",
+                self.address,
+                "--data-dir",
+                str(workdir / "data"),
+                "--workers",
+                str(CORES),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.channel = grpc.insecure_channel(self.address)
+        grpc.channel_ready_future(self.channel).result(timeout=60)
+        self.messages = message_security_pb2_grpc.MessageSecurityStub(self.channel)
+        self._local = threading.local()
+        self._channels: list[grpc.Channel] = []
+        self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
+        self.trust = trust_pb2_grpc.TrustServiceStub(self.channel)
+        time.sleep(1.0)  # let every worker process come up
+
+    def stub(self) -> message_security_pb2_grpc.MessageSecurityStub:
+        """This thread's own connection: SO_REUSEPORT spreads connections, not
+        calls, over the worker processes, as it does for many webmail clients."""
+        stub = getattr(self._local, "stub", None)
+        if stub is None:
+            channel = grpc.insecure_channel(self.address, options=[("grpc.use_local_subchannel_pool", 1)])
+            self._channels.append(channel)
+            stub = message_security_pb2_grpc.MessageSecurityStub(channel)
+            self._local.stub = stub
+        return stub
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def body_of(size: int) -> bytes:
+    line = b"Le conseil de classe du second trimestre se tiendra jeudi en salle 12.\r\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def report(rows: list[tuple[str, float, float]]) -> None:
+    print(f"{'operation':<36}{'secmail op/s':>14}{'peer op/s':>12}{'ratio':>9}")
+    for name, ours, theirs in rows:
+        print(f"{name:<36}{ours:>14.1f}{theirs:>12.1f}{ours / theirs:>8.1f}x")
+    sys.stdout.flush()
+
+
+def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[tuple[str, float, float]]:
+    from cryptography.hazmat.primitives import serialization
+
+    pki = make_pki()
+    alice = end_entity(pki.intermediate, "alice@ac-besancon.fr")
+    server.trust.ImportTrustBundle(trust_pb2.ImportTrustBundleRequest(name="bench", data=pki.bundle_pem))
+    server.keys.ImportKey(
+        keys_pb2.ImportKeyRequest(user="alice@ac-besancon.fr", data=alice.p12(b"pw"), passphrase="pw")
+    )
+    msg = message(body=body_of(size))
+    signed = server.messages.Sign(
+        message_security_pb2.SignRequest(user="alice@ac-besancon.fr", message=msg)
+    ).message
+    verdict = server.messages.Verify(
+        message_security_pb2.VerifyRequest(user="bob@ac-besancon.fr", message=signed)
+    ).verdict
+    assert verdict.banner == verdict_pb2.BANNER_GREEN, verdict
+
+    (work / "msg.eml").write_bytes(msg)
+    (work / "cert.pem").write_bytes(alice.cert_pem)
+    (work / "key.pem").write_bytes(
+        alice.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (work / "chain.pem").write_bytes(pki.intermediate.cert_pem)
+    (work / "ca.pem").write_bytes(pki.root.cert_pem)
+    (work / "signed.eml").write_bytes(signed)
+    sign_cmd = [
+        "openssl", "cms", "-sign", "-in", str(work / "msg.eml"), "-signer", str(work / "cert.pem"),
+        "-inkey", str(work / "key.pem"), "-certfile", str(work / "chain.pem"), "-md", "sha256",
+        "-out", "/dev/null",
+    ]  # fmt: skip
+    verify_cmd = [
+        "openssl", "cms", "-verify", "-in", str(work / "signed.eml"), "-CAfile", str(work / "ca.pem"),
+        "-purpose", "smimesign", "-out", "/dev/null",
+    ]  # fmt: skip
+    subprocess.run(verify_cmd, check=True, capture_output=True)
+
+    def run(cmd: list[str]) -> Callable[[], object]:
+        return lambda: subprocess.run(cmd, check=True, capture_output=True)
+
+    sign_req = message_security_pb2.SignRequest(user="alice@ac-besancon.fr", message=msg)
+    verify_req = message_security_pb2.VerifyRequest(user="bob@ac-besancon.fr", message=signed)
+    return [
+        (
+            "S/MIME sign (RSA-2048, multipart)",
+            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES),
+            rate(run(sign_cmd), seconds, CORES),
+        ),
+        (
+            "S/MIME verify (RSA-2048, chain)",
+            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES),
+            rate(run(verify_cmd), seconds, CORES),
+        ),
+    ]
+
+
+def bench_openpgp(
+    server: Server, work: Path, seconds: float, size: int, algo: str, label: str
+) -> list[tuple[str, float, float]]:
+    import gnupg
+
+    home = work / f"gnupg-{algo}"
+    home.mkdir(mode=0o700)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    alice = f"alice-{algo}@ac-besancon.fr"
+    bob = f"bob-{algo}@ac-besancon.fr"
+    for uid in (alice, bob):
+        subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(home),
+                "--batch",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                uid,
+                algo,
+                "default",
+                "never",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        # Add an encryption subkey for the RSA case ("default" gives one for
+        # future-default; for rsa3072 quick-gen-key already makes it sign+cert).
+        if algo.startswith("rsa"):
+            fpr = gpg.list_keys(keys=[uid])[0]["fingerprint"]
+            subprocess.run(
+                [
+                    "gpg",
+                    "--homedir",
+                    str(home),
+                    "--batch",
+                    "--passphrase",
+                    "",
+                    "--quick-add-key",
+                    fpr,
+                    algo,
+                    "encr",
+                    "never",
+                ],
+                check=True,
+                capture_output=True,
+            )
+    for uid in (alice, bob):
+        secret = gpg.export_keys(uid, secret=True, passphrase="", expect_passphrase=False)
+        server.keys.ImportKey(keys_pb2.ImportKeyRequest(user=uid, data=secret.encode()))
+    # Each reader knows the other's public key (authenticated correspondent).
+    server.keys.ImportKey(keys_pb2.ImportKeyRequest(user=bob, data=gpg.export_keys(alice).encode()))
+    server.keys.ImportKey(keys_pb2.ImportKeyRequest(user=alice, data=gpg.export_keys(bob).encode()))
+
+    msg = message(sender=alice, to=bob, body=body_of(size))
+    data = body_of(size)
+    pgp = verdict_pb2.SCHEME_OPENPGP
+    sign_req = message_security_pb2.SignRequest(user=alice, message=msg, scheme=pgp)
+    signed = server.messages.Sign(sign_req).message
+    verify_req = message_security_pb2.VerifyRequest(user=bob, message=signed)
+    v = server.messages.Verify(verify_req).verdict
+    assert v.banner == verdict_pb2.BANNER_GREEN, v
+    enc_req = message_security_pb2.EncryptRequest(user=alice, message=msg, scheme=pgp)
+    encrypted = server.messages.Encrypt(enc_req).message
+    dec_req = message_security_pb2.DecryptRequest(user=bob, message=encrypted)
+    assert server.messages.Decrypt(dec_req).verdict.lock
+
+    sig = gpg.sign(data, keyid=alice, detach=True)
+    sig_path = work / f"sig-{algo}.asc"
+    sig_path.write_bytes(str(sig).encode())
+    enc = str(gpg.encrypt(data, [bob, alice], always_trust=True, armor=True))
+    assert gpg.decrypt(enc).ok
+    assert gpg.verify_data(str(sig_path), data).valid
+
+    return [
+        (
+            f"OpenPGP sign ({label})",
+            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES),
+            rate(lambda: gpg.sign(data, keyid=alice, detach=True), seconds, CORES),
+        ),
+        (
+            f"OpenPGP verify ({label})",
+            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES),
+            rate(lambda: gpg.verify_data(str(sig_path), data), seconds, CORES),
+        ),
+        (
+            f"OpenPGP encrypt ({label})",
+            rate(lambda: server.stub().Encrypt(enc_req), seconds, 4 * CORES),
+            rate(lambda: gpg.encrypt(data, [bob, alice], always_trust=True, armor=True), seconds, CORES),
+        ),
+        (
+            f"OpenPGP decrypt ({label})",
+            rate(lambda: server.stub().Decrypt(dec_req), seconds, 4 * CORES),
+            rate(lambda: gpg.decrypt(enc), seconds, CORES),
+        ),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--size", type=int, default=20_000)
+    parser.add_argument("--only", choices=("smime", "openpgp"))
+    args = parser.parse_args()
+    for tool in ("openssl", "gpg"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="secmail-bench-") as tmp:
+        work = Path(tmp)
+        server = Server(work)
+        try:
+            print(
+                f"secmail benchmark: {args.size}-byte messages, {CORES} cores, "
+                f"{args.seconds:.0f} s per figure"
+            )
+            rows: list[tuple[str, float, float]] = []
+            if args.only in (None, "smime"):
+                rows += bench_smime(server, work, args.seconds, args.size)
+                report(rows)
+            if args.only in (None, "openpgp"):
+                pgp_rows = bench_openpgp(
+                    server, work, args.seconds, args.size, "future-default", "Ed25519/Cv25519"
+                )
+                pgp_rows += bench_openpgp(server, work, args.seconds, args.size, "rsa3072", "RSA-3072")
+                print()
+                report(pgp_rows)
+        finally:
+            server.close()
+            subprocess.run(
+                ["gpgconf", "--homedir", str(work / "gnupg-future-default"), "--kill", "all"], check=False
+            )
+            subprocess.run(
+                ["gpgconf", "--homedir", str(work / "gnupg-rsa3072"), "--kill", "all"], check=False
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Revision scripts, named ``NNNN_what.py`` with ``revision = "NNNN"``."""

@@ -1,0 +1,633 @@
+"""The application core behind the gRPC services, free of protobuf.
+
+It turns a request's user and options into keys from the store, a
+:class:`~secmail.context.VerifyContext`, and calls into
+:mod:`secmail.message`. The servicer (``servicer.py``) only converts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, overload
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from secmail.audit import AuditAction, AuditEvent, AuditOutcome, AuditSink, LogAuditSink, current_caller
+from secmail.context import PGPCandidate, TrustContext, VerifyContext
+from secmail.errors import ErrorReason, InputError, KeyNotFoundError, RecipientKeyMissingError, SecmailError
+from secmail.keystore.api import (
+    EVERYONE,
+    KeyStore,
+    StoredCRL,
+    StoredKey,
+    TrustBundle,
+    TrustEntry,
+    normalise_trust_scope,
+)
+from secmail.message import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DecryptionKeys,
+    PGPSigningKey,
+    Recipients,
+    SigningKey,
+    SMIMESigningKey,
+    decrypt_message,
+    encrypt_message,
+    parse_headers,
+    sign_message,
+    verify_message,
+)
+from secmail.mime.addresses import normalise_addr_spec, read_from, read_recipients
+from secmail.policy import DEFAULT_POLICY, RevocationMode, VerificationPolicy
+from secmail.verdict import ProcessedMessage, Scheme
+
+if TYPE_CHECKING:
+    from secmail.service.harvest import Harvester
+    from secmail.trust.revocation import RevocationChecker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: AuthEnvelopedData (AES-256-GCM) by default; EnvelopedData (AES-256-CBC)
+    #: for sites whose correspondents cannot read AuthEnvelopedData yet.
+    smime_authenticated_encryption: bool = True
+    #: RSA-OAEP key transport (RFC 8551 SHOULD+); PKCS#1 v1.5 for sites whose
+    #: correspondents use clients without OAEP (e.g. gpgsm 2.2).
+    smime_rsa_oaep: bool = True
+    policy: VerificationPolicy = DEFAULT_POLICY
+    #: How long a process reuses its parsed copy of the trust store (anchors,
+    #: intermediates, CRLs). Changes made through this process apply at once;
+    #: changes made through another replica within this many seconds.
+    trust_cache_seconds: float = 2.0
+
+
+def _user(user: str) -> str:
+    normalised = normalise_addr_spec(user)
+    if normalised is None:
+        raise InputError("user must be a plain addr-spec such as jean.dupont@ac-besancon.fr")
+    return normalised
+
+
+def _load_sealed_private_key(secret: bytes) -> PrivateKeyTypes:
+    # The RSA consistency check costs ~40 ms per RSA-2048 load, on every
+    # request. It is skipped only here: the key was validated against its
+    # certificate at import, and the sealed copy is authenticated (AES-GCM
+    # bound to the owner and key id), so it cannot have changed since.
+    return load_der_private_key(secret, None, unsafe_skip_rsa_key_validation=True)
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _usable_now(key: StoredKey, at: datetime) -> bool:
+    if key.not_before is not None and at < key.not_before:
+        return False
+    return key.not_after is None or at <= key.not_after
+
+
+@dataclass
+class _Used:
+    """Keys or anchors an audited operation touched (filled as it runs)."""
+
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _TrustSnapshot:
+    loaded: float
+    entries: tuple[TrustEntry, ...]
+    certificates: dict[str, x509.Certificate]
+    crls: tuple[x509.CertificateRevocationList, ...]
+
+
+class Secmail:
+    def __init__(
+        self, store: KeyStore, settings: Settings | None = None, *, audit: AuditSink | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        #: Where private-key uses, key and trust changes are recorded (the
+        #: SQL audit table in the server; the log by default). Others record
+        #: through it too (permission denials).
+        self.audit: AuditSink = audit or LogAuditSink()
+        #: Online revocation sources (OCSP, fetched CRLs), shared by the
+        #: process (server.build_app); empty: imported CRLs only.
+        self.revocation_checkers: tuple[RevocationChecker, ...] = ()
+        #: Keeps GREEN signers' certificates for readers of opted-in domains.
+        self.harvester: Harvester | None = None
+        self._trust_lock = threading.Lock()
+        self._trust_snapshot: _TrustSnapshot | None = None
+
+    def _trust(self) -> _TrustSnapshot:
+        """The parsed trust store, reloaded every ``trust_cache_seconds``.
+
+        Reading and parsing it costs ~1-2 ms, on every Verify/Decrypt; a
+        short-lived snapshot keeps that off the per-message path.
+        """
+        now = time.monotonic()
+        snap = self._trust_snapshot
+        if snap is not None and now - snap.loaded < self.settings.trust_cache_seconds:
+            return snap
+        with self._trust_lock:
+            snap = self._trust_snapshot
+            if snap is not None and time.monotonic() - snap.loaded < self.settings.trust_cache_seconds:
+                return snap  # another thread reloaded it while this one waited
+            entries = self.store.list_trust()
+            certs = {
+                e.anchor_id: x509.load_der_x509_certificate(e.data)
+                for e in entries
+                if e.scheme is Scheme.SMIME
+            }
+            crls = tuple(x509.load_der_x509_crl(c.data) for c in self.store.list_crls())
+            snap = _TrustSnapshot(time.monotonic(), tuple(entries), certs, crls)
+            self._trust_snapshot = snap
+            return snap
+
+    def _trust_changed(self) -> None:
+        self._trust_snapshot = None
+
+    # --- audit --------------------------------------------------------------
+
+    @contextmanager
+    def _audited(
+        self,
+        action: AuditAction,
+        user: str = "",
+        *,
+        key_id: str = "",
+        only_if_used: bool = False,
+        enabled: bool = True,
+    ) -> Iterator[_Used]:
+        """Record one event per id in the yielded list (or one without an id)
+        when the block ends: OK, or FAILED with the error's stable reason.
+
+        Recorded before the result goes back, and a failure to record fails
+        the operation: nothing is done unaudited. ``only_if_used``: nothing
+        is recorded for a success that used no key (decrypting a message
+        that was not encrypted).
+        """
+        used = _Used([key_id] if key_id else [])
+        if not enabled:
+            yield used
+            return
+        try:
+            yield used
+        except Exception as exc:
+            reason = exc.reason.value if isinstance(exc, SecmailError) else ErrorReason.INTERNAL.value
+            try:
+                self._record(action, AuditOutcome.FAILED, user, used.ids, reason)
+            except Exception:
+                log.exception("could not record a failed %s in the audit log", action.value)
+            raise
+        if used.ids or not only_if_used:
+            self._record(action, AuditOutcome.OK, user, used.ids, "")
+
+    def _record(
+        self, action: AuditAction, outcome: AuditOutcome, user: str, ids: Sequence[str], reason: str
+    ) -> None:
+        caller = current_caller.get()
+        for key_id in dict.fromkeys(ids or [""]):
+            self.audit.record(AuditEvent(action, outcome, caller, user=user, key_id=key_id, reason=reason))
+
+    # --- keys ---------------------------------------------------------------
+
+    def import_key(self, user: str, data: bytes, passphrase: str | None) -> list[StoredKey]:
+        from secmail.keystore.importer import parse_key_file
+
+        owner = user if user == EVERYONE else _user(user)
+        with self._audited(AuditAction.KEY_IMPORT, owner) as used:
+            parsed = parse_key_file(data, passphrase or None)
+            stored = self.store.add_keys(owner, parsed)
+            used.ids.extend(k.key_id for k in stored)
+        return stored
+
+    def list_keys(self, user: str) -> list[StoredKey]:
+        return self.store.list_keys(user if user == EVERYONE else _user(user))
+
+    def delete_key(self, user: str, key_id: str) -> None:
+        owner = user if user == EVERYONE else _user(user)
+        with self._audited(AuditAction.KEY_DELETE, owner, key_id=key_id.lower()[:128]):
+            self.store.delete_key(owner, key_id.lower())
+
+    def export_public(self, user: str, key_id: str) -> tuple[StoredKey, bytes, str]:
+        """The public half of one stored key: (key, data, media type), the
+        certificate as PEM or the OpenPGP certificate armored. Built from
+        ``public_data`` only; the sealed private key is never read."""
+        owner = user if user == EVERYONE else _user(user)
+        wanted = key_id.strip().lower()
+        found = [k for k in self.store.list_keys(owner) if k.key_id.lower() == wanted]
+        if not found:
+            raise KeyNotFoundError(f"no key {key_id[:128]} for this user", metadata={"key_id": key_id[:128]})
+        key = found[0]
+        if key.scheme is Scheme.SMIME:
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            pem = x509.load_der_x509_certificate(key.public_data).public_bytes(Encoding.PEM)
+            return key, pem, "application/pem-certificate-chain"
+        from secmail.pgp import _backend
+        from secmail.pgp import packets as pgp_packets
+
+        secret_tags = (pgp_packets.TAG_SECRET_KEY, pgp_packets.TAG_SECRET_SUBKEY)
+        if any(p.tag in secret_tags for p in pgp_packets.read_packets(key.public_data)):
+            # public_data never holds secret packets (the importer strips
+            # them); refuse rather than trust that here.
+            raise SecmailError("the stored OpenPGP certificate holds secret key packets")
+        return key, _backend.armor(key.public_data, "public-key"), "application/pgp-keys"
+
+    # --- trust --------------------------------------------------------------
+
+    def import_trust(
+        self, name: str, data: bytes, *, domains: Sequence[str] = (), revocation_policy: str = ""
+    ) -> list[TrustEntry]:
+        """Import a bundle, scoped to readers of ``domains`` (none: every
+        reader), with its revocation policy; see :meth:`trust_context`."""
+        from dataclasses import replace
+
+        from secmail.keystore.importer import parse_trust_bundle
+
+        with self._audited(AuditAction.TRUST_IMPORT) as used:
+            if not name.strip():
+                raise InputError("a trust bundle needs a name")
+            scope, policy = normalise_trust_scope(domains, revocation_policy)
+            entries = [
+                replace(e, domains=scope, revocation_policy=policy)
+                for e in parse_trust_bundle(name.strip(), data)
+            ]
+            stored = self.store.add_trust(entries)
+            used.ids.extend(e.anchor_id for e in stored)
+        self._trust_changed()
+        return stored
+
+    def list_trust(self, bundle: str | None = None) -> list[TrustEntry]:
+        return self.store.list_trust(bundle or None)
+
+    def list_trust_bundles(self) -> list[TrustBundle]:
+        return self.store.list_trust_bundles()
+
+    def remove_trust(self, anchor_id: str) -> None:
+        with self._audited(AuditAction.TRUST_REMOVE, key_id=anchor_id.lower()[:128]):
+            self.store.remove_trust(anchor_id.lower())
+        self._trust_changed()
+
+    def remove_trust_bundle(self, name: str) -> list[TrustEntry]:
+        with self._audited(AuditAction.TRUST_REMOVE) as used:
+            removed = self.store.remove_trust_bundle(name.strip())
+            used.ids.extend(e.anchor_id for e in removed)
+        self._trust_changed()
+        return removed
+
+    def import_crl(self, data: bytes) -> StoredCRL:
+        from secmail.keystore.importer import parse_crl
+
+        with self._audited(AuditAction.CRL_IMPORT) as used:
+            crl = parse_crl(data)
+            # Only a CRL signed by a CA of the trust store is kept: the store
+            # keeps the newest CRL per issuer, so an unsigned one with a
+            # far-future thisUpdate would otherwise displace the real one.
+            parsed = x509.load_der_x509_crl(crl.data)
+            issuers = [
+                (e.anchor_id, x509.load_der_x509_certificate(e.data))
+                for e in self.store.list_trust()
+                if e.scheme is Scheme.SMIME
+            ]
+            signers = [i for i, c in issuers if c.subject == parsed.issuer and _crl_signed_by(parsed, c)]
+            if not signers:
+                raise InputError(
+                    "the CRL is not signed by a CA of the trust store: import its CA bundle first",
+                    reason=ErrorReason.INVALID_CERTIFICATE,
+                )
+            # The audit names the CRL by the trust-store CA that signed it.
+            used.ids.append(signers[0])
+            self.store.add_crl(crl)
+        self._trust_changed()
+        return crl
+
+    def trust_entries_for(self, reader: str | None) -> list[TrustEntry]:
+        """The trust entries that apply to ``reader``: those of bundles with
+        no domains, and of bundles whose domains include the reader's (exact
+        match, no subdomains). None (no reader): unscoped bundles only."""
+        domain = reader.rpartition("@")[2].lower() if reader else None
+        return [
+            e for e in self._trust().entries if not e.domains or (domain is not None and domain in e.domains)
+        ]
+
+    def trust_context(self, reader: str | None = None) -> TrustContext:
+        """The S/MIME trust for ``reader`` (see :meth:`trust_entries_for`).
+
+        Revocation is hard-fail when the service policy says so or when any
+        bundle that applies to the reader says "hard-fail" (whether or not
+        the path at hand runs through it: one TrustContext serves the whole
+        message). A bundle's "soft-fail" never weakens the service policy.
+        """
+        anchors: list[x509.Certificate] = []
+        intermediates: list[x509.Certificate] = []
+        revocation = self.settings.policy.revocation
+        snap = self._trust()
+        for entry in self.trust_entries_for(reader):
+            if entry.revocation_policy == RevocationMode.HARD_FAIL.value:
+                revocation = RevocationMode.HARD_FAIL
+            if entry.scheme is not Scheme.SMIME:
+                continue
+            cert = snap.certificates[entry.anchor_id]
+            (anchors if entry.is_anchor else intermediates).append(cert)
+        crls = snap.crls
+        return TrustContext(
+            anchors=tuple(anchors),
+            intermediates=tuple(intermediates),
+            crls=crls,
+            revocation=revocation,
+            checkers=self.revocation_checkers,
+        )
+
+    # --- verification -------------------------------------------------------
+
+    def _context(self, user: str, message: bytes, at: datetime | None) -> VerifyContext:
+        when = at or datetime.now(UTC)
+        return VerifyContext(
+            at=when,
+            policy=self.settings.policy,
+            trust=self.trust_context(user),
+            pgp_lookup=_PGPLookup(self, user, message, when),
+        )
+
+    def verify(self, user: str, message: bytes, at: datetime | None) -> ProcessedMessage:
+        reader = _user(user)
+        ctx = self._context(reader, message, at)
+        if self.harvester is not None:
+            return self.harvester.run(
+                reader, ctx, lambda c: verify_message(message, c, max_bytes=self.settings.max_message_bytes)
+            )
+        return verify_message(message, ctx, max_bytes=self.settings.max_message_bytes)
+
+    def decrypt(self, user: str, message: bytes, at: datetime | None) -> ProcessedMessage:
+        reader = _user(user)
+        ctx = self._context(reader, message, at)
+        # Every private key unsealed for this message is a use, recorded
+        # by key id (the engines try the reader's keys in turn).
+        with self._audited(AuditAction.DECRYPT, reader, only_if_used=True) as used:
+
+            def pgp_keys() -> list[bytes]:
+                found = self.store.private_keys(reader, Scheme.OPENPGP)
+                used.ids.extend(k.key_id for k, _ in found)
+                return [secret for _, secret in found]
+
+            keys = DecryptionKeys(smime=lambda: self._smime_private_keys(reader, used), pgp=pgp_keys)
+            if self.harvester is not None:
+                return self.harvester.run(
+                    reader,
+                    ctx,
+                    lambda c: decrypt_message(message, c, keys, max_bytes=self.settings.max_message_bytes),
+                )
+            return decrypt_message(message, ctx, keys, max_bytes=self.settings.max_message_bytes)
+
+    def _smime_private_keys(
+        self, user: str, used: _Used | None = None
+    ) -> list[tuple[x509.Certificate, PrivateKeyTypes]]:
+        out: list[tuple[x509.Certificate, PrivateKeyTypes]] = []
+        for stored, secret in self.store.private_keys(user, Scheme.SMIME):
+            if used is not None:
+                used.ids.append(stored.key_id)
+            out.append((x509.load_der_x509_certificate(stored.public_data), _load_sealed_private_key(secret)))
+        if not out:
+            raise KeyNotFoundError(f"no S/MIME private key for {user}")
+        return out
+
+    # --- signing and encryption ---------------------------------------------
+
+    def signing_key(self, user: str, scheme: Scheme, at: datetime) -> SigningKey:
+        return self._signing_key(user, scheme, at)[1]
+
+    def _signing_key(self, user: str, scheme: Scheme, at: datetime) -> tuple[str, SigningKey]:
+        candidates = [
+            (k, s)
+            for k, s in self.store.private_keys(user, scheme)
+            if k.usable_for_signing and _usable_now(k, at)
+        ]
+        if not candidates:
+            raise KeyNotFoundError(
+                f"no usable {scheme.value} signing key for {user}",
+                metadata={"user": user, "scheme": scheme.value},
+            )
+        stored, secret = max(candidates, key=lambda ks: ks[0].created_at)
+        if scheme is Scheme.OPENPGP:
+            return stored.key_id, PGPSigningKey(tsk=secret, addresses=stored.addresses)
+        chain = tuple(x509.load_der_x509_certificate(c) for c in stored.chain)
+        return stored.key_id, SMIMESigningKey(
+            cert=x509.load_der_x509_certificate(stored.public_data),
+            private_key=_load_sealed_private_key(secret),
+            chain=chain,
+            addresses=stored.addresses,
+        )
+
+    def sign(
+        self, user: str, message: bytes, scheme: Scheme, *, opaque: bool, header_protection: bool
+    ) -> bytes:
+        signer = _user(user)
+        at = datetime.now(UTC)
+        with self._audited(AuditAction.SIGN, signer) as used:
+            key_id, key = self._signing_key(signer, scheme, at)
+            used.ids.append(key_id)
+            return sign_message(
+                message,
+                key,
+                opaque=opaque and scheme is Scheme.SMIME,
+                header_protection=header_protection,
+                at=at,
+                max_bytes=self.settings.max_message_bytes,
+            )
+
+    def encrypt(
+        self,
+        user: str,
+        message: bytes,
+        scheme: Scheme,
+        recipients: Sequence[str],
+        *,
+        sign: bool,
+        header_protection: bool,
+    ) -> bytes:
+        sender = _user(user)
+        at = datetime.now(UTC)
+        # encrypt_message parses (and checks) the whole message; the header
+        # section is enough to read its recipients.
+        root = parse_headers(message, max_bytes=self.settings.max_message_bytes)
+        wanted = list(recipients) or read_recipients(root)
+        if not wanted:
+            raise InputError("the message has no recipients (To, Cc, Bcc) and none were given")
+        addresses = [normalise_addr_spec(a) or a for a in wanted]
+        if sender not in addresses:
+            addresses.append(sender)
+        resolved = self.recipient_keys(sender, scheme, addresses, at)
+        # Encrypting uses public keys only; signing it too is a private-key
+        # use, audited as a signature.
+        with self._audited(AuditAction.SIGN, sender, enabled=sign) as used:
+            signer: SigningKey | None = None
+            if sign:
+                key_id, signer = self._signing_key(sender, scheme, at)
+                used.ids.append(key_id)
+            return encrypt_message(
+                message,
+                scheme,
+                resolved,
+                signer=signer,
+                header_protection=header_protection,
+                authenticated=self.settings.smime_authenticated_encryption,
+                rsa_oaep=self.settings.smime_rsa_oaep,
+                at=at,
+                max_bytes=self.settings.max_message_bytes,
+            )
+
+    def recipient_keys(
+        self, sender: str, scheme: Scheme, addresses: Sequence[str], at: datetime
+    ) -> Recipients:
+        missing: list[str] = []
+        smime: list[x509.Certificate] = []
+        pgp: list[bytes] = []
+        for address in dict.fromkeys(addresses):
+            found = [
+                k
+                for k in self.store.find_public(address, scheme, for_user=sender)
+                if k.usable_for_encryption and _usable_now(k, at)
+            ]
+            if scheme is Scheme.OPENPGP:
+                from secmail.pgp.keys import usable_encryption_cert
+
+                found = [k for k in found if usable_encryption_cert(k.public_data, at)]
+            if not found:
+                missing.append(address)
+                continue
+            best = max(found, key=lambda k: k.created_at)
+            if scheme is Scheme.SMIME:
+                smime.append(x509.load_der_x509_certificate(best.public_data))
+            else:
+                pgp.append(best.public_data)
+        if missing:
+            raise RecipientKeyMissingError(missing)
+        return Recipients(smime=tuple(smime), pgp=tuple(pgp))
+
+
+class _PGPLookup:
+    """Candidate OpenPGP certificates for a signature, authenticated or not.
+
+    A key is *authenticated* for the reader (its signatures can be GREEN)
+    when someone answerable for the reader vouched for it:
+
+    * the reader imported it (their own key pairs and the correspondent
+      certificates they checked and added to their address book), or an
+      admin imported it for everyone (``*``);
+    * or its valid User ID with the From address is certified by an
+      OpenPGP trust anchor an admin imported through TrustService (e.g.
+      the académie's CA key). Another User ID the holder added, which the
+      anchor did not certify, confers nothing.
+
+    Other keys that the store shows for the From address (the sender's own
+    key held by this service) are *candidates* only: the signature is
+    checked and its signer named, but the verdict says UNTRUSTED_CHAIN
+    (YELLOW). The sender's own upload is not a certification: it shows only
+    that someone logged in as that mailbox (a delegate, a shared mailbox, a
+    hijacked session) put a key there, which the admin never vouched for.
+    It is also what S/MIME does with a certificate that no imported anchor
+    issued, and both schemes must give the same verdict. An académie that
+    wants colleagues' keys GREEN without address-book imports certifies
+    them with its CA key and imports that key as a trust anchor.
+
+    The engine matches the signature's issuer against every candidate's
+    (sub)keys itself.
+
+    The candidates come in that order, and the sender's keys (a database
+    query, and a parse of the message for its From address) are fetched
+    only when iteration reaches them: a verifier that stops at a clean
+    verdict from an imported key (``secmail.pgp.verify.judge_signature``)
+    never pays for them, and could not have used them.
+    """
+
+    def __init__(self, app: Secmail, user: str, message: bytes, at: datetime) -> None:
+        self._app = app
+        self._user = user
+        self._message = message
+        self._at = at
+        self._imported: dict[str, PGPCandidate] | None = None
+        self._from_sender: list[PGPCandidate] | None = None
+
+    def __call__(self, key_id: str) -> Sequence[PGPCandidate]:
+        return _LazyCandidates(self)
+
+    def candidates(self) -> Iterator[PGPCandidate]:
+        yield from self._imported_keys().values()
+        if self._from_sender is None:
+            self._from_sender = self._sender_keys()
+        yield from self._from_sender
+
+    def _imported_keys(self) -> dict[str, PGPCandidate]:
+        if self._imported is None:
+            seen: dict[str, PGPCandidate] = {}
+            for owner in (self._user, EVERYONE):
+                for k in self._app.store.list_keys(owner):
+                    if k.scheme is Scheme.OPENPGP:
+                        seen[k.key_id] = PGPCandidate(k.public_data, authenticated=True)
+            self._imported = seen
+        return self._imported
+
+    def _sender_keys(self) -> list[PGPCandidate]:
+        store = self._app.store
+        imported = self._imported_keys()
+        out: dict[str, PGPCandidate] = {}
+        try:
+            # The header section is all the From check needs: the pipeline
+            # already parsed (and size-checked) the whole message.
+            sender = read_from(parse_headers(self._message, max_bytes=len(self._message))).address
+        except SecmailError:
+            sender = None
+        anchors = [
+            e.data
+            for e in self._app.trust_entries_for(self._user)
+            if e.scheme is Scheme.OPENPGP and e.is_anchor
+        ]
+        if sender is not None:
+            from secmail.pgp.keys import is_certified_by
+
+            for k in store.find_public(sender, Scheme.OPENPGP, for_user=self._user):
+                if k.key_id in imported or k.key_id in out:
+                    continue
+                # The anchor must have certified the User ID of *this*
+                # sender, not just any User ID of the key.
+                certified = bool(anchors) and is_certified_by(
+                    k.public_data, anchors, self._at, address=sender
+                )
+                out[k.key_id] = PGPCandidate(k.public_data, authenticated=certified)
+        return list(out.values())
+
+
+class _LazyCandidates(Sequence[PGPCandidate]):
+    """A lookup's candidates, fetched as iteration reaches them."""
+
+    def __init__(self, lookup: _PGPLookup) -> None:
+        self._lookup = lookup
+
+    def __iter__(self) -> Iterator[PGPCandidate]:
+        return self._lookup.candidates()
+
+    def __len__(self) -> int:
+        return len(list(self._lookup.candidates()))
+
+    @overload
+    def __getitem__(self, index: int) -> PGPCandidate: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[PGPCandidate]: ...
+    def __getitem__(self, index: int | slice) -> PGPCandidate | Sequence[PGPCandidate]:
+        return list(self._lookup.candidates())[index]

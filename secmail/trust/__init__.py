@@ -1,0 +1,1 @@
+"""X.509 trust: path validation against imported anchors, revocation."""

@@ -1,0 +1,67 @@
+"""Helpers of the keystore tests (imported by conftest.py and the tests):
+a SoftHSM2 token description and `secmail serve` subprocesses."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from secmail.keystore.pkcs11 import PKCS11Config
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    """A SoftHSM2 token in a private directory (SOFTHSM2_CONF points at it
+    for this process and its children)."""
+
+    module: str
+    token: str
+    pin: str
+    conf: Path
+
+    def config(self, key_label: str) -> PKCS11Config:
+        return PKCS11Config(module=self.module, token_label=self.token, key_label=key_label, pin=self.pin)
+
+    def env(self) -> dict[str, str]:
+        return {"SOFTHSM2_CONF": str(self.conf), "SECMAIL_PKCS11_PIN": self.pin}
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    address: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(server: ServerProcess, timeout: float = 30.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise AssertionError(
+                    f"secmail serve exited with {server.proc.returncode}:\n{server.output()}"
+                )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"secmail serve did not start in {timeout} s:\n{server.output()}")
