@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives import hashes
+from gpgsm_p12 import import_into_gpgsm
 from service_support import Client, People, setup_academy, start
 from testpki import Identity, message
 
@@ -208,35 +208,20 @@ def gpgsm_home(people: People) -> Iterator[dict[str, str]]:
     (home / "trustlist.txt").write_text(":".join(re.findall("..", fpr)) + " S\n")
     env = {**os.environ, "GNUPGHOME": str(home)}
     (home / "ca.pem").write_bytes(people.pki.bundle_pem)
-    # gpgsm 2.2 reads PKCS#12 with 3DES/SHA-1 PBE, and no EC keys.
-    p12 = pkcs12.serialize_key_and_certificates(
-        b"alice",
-        people.alice.key,  # type: ignore[arg-type]
-        people.alice.cert,
-        None,
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(2048)
-        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-        .hmac_hash(hashes.SHA1())
-        .build(GPGSM_PASS.encode()),
-    )
-    (home / "alice.p12").write_bytes(p12)
     try:
-        for args, stdin in (
-            (["--import", str(home / "ca.pem")], None),
-            (
-                ["--pinentry-mode", "loopback", "--passphrase-fd", "0", "--import", str(home / "alice.p12")],
-                GPGSM_PASS,
-            ),
-        ):
-            r = subprocess.run(
-                ["gpgsm", "--batch", *args],
-                input=(stdin + "\n").encode() if stdin else None,
-                env=env,
-                capture_output=True,
-                timeout=60,
-            )
-            assert r.returncode == 0, r.stderr.decode()
+        imported = subprocess.run(
+            ["gpgsm", "--batch", "--import", str(home / "ca.pem")], env=env, capture_output=True, timeout=60
+        )
+        assert imported.returncode == 0, imported.stderr.decode()
+        # gpgsm 2.2 reads PKCS#12 with 3DES/SHA-1 PBE only, and no EC keys.
+        imported = import_into_gpgsm(
+            lambda path: gpgsm(env, "--import", path),
+            people.alice.key,  # type: ignore[arg-type]
+            people.alice.cert,
+            GPGSM_PASS,
+            home / "alice.p12",
+        )
+        assert imported.returncode == 0, imported.stderr.decode()
         yield env
     finally:
         subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False)

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives import hashes
+from gpgsm_p12 import import_into_gpgsm
 from smime_pki import SIGNING_TIME, SmimePKI
 
 from secmail.context import TrustContext, VerifyContext
@@ -91,19 +91,13 @@ def gpgsm(pki: SmimePKI, pki_dir: Path) -> Iterator[Gpgsm]:
         imported = tool.run("--import", pki_dir / "root.pem", pki_dir / "intermediate.pem")
         assert imported.returncode == 0, imported.stderr.decode()
         alice = pki["alice"]
-        p12 = pkcs12.serialize_key_and_certificates(
-            b"alice",
+        imported = import_into_gpgsm(
+            lambda path: tool.run_with_passphrase("--import", path),
             alice.key,  # type: ignore[arg-type]
             alice.cert,
-            None,
-            serialization.PrivateFormat.PKCS12.encryption_builder()
-            .kdf_rounds(2048)
-            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-            .hmac_hash(hashes.SHA1())
-            .build(PASSPHRASE.encode()),
+            PASSPHRASE,
+            home / "alice.p12",
         )
-        (home / "alice.p12").write_bytes(p12)
-        imported = tool.run_with_passphrase("--import", home / "alice.p12")
         assert imported.returncode == 0, imported.stderr.decode()
         assert b"secret keys imported: 1" in imported.stderr
         yield tool
