@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as _default_policy
@@ -51,17 +51,29 @@ class Header:
     name: str
     #: The raw field, folded lines included, without the final CRLF.
     raw: bytes
+    #: The lower-cased name, computed once: every lookup compares it.
+    lname: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def lname(self) -> str:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lname", self.name.lower())
 
     @property
     def value(self) -> str:
         """The unfolded value, decoded as UTF-8 with replacement."""
-        _, _, v = self.raw.partition(b":")
-        unfolded = re.sub(rb"\r\n(?=[ \t])", b"", v)
-        return unfolded.decode("utf-8", "replace").strip()
+        return _unfolded_value(self.raw)
+
+
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+
+
+@functools.lru_cache(maxsize=8192)
+def _unfolded_value(raw: bytes) -> str:
+    # Keyed by the field's exact bytes: the pipeline reads the same few
+    # fields (Content-Type, From) several times per message.
+    _, _, v = raw.partition(b":")
+    if b"\r\n" in v:
+        v = _FOLD.sub(b"", v)
+    return v.decode("utf-8", "replace").strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +85,31 @@ class Entity:
     #: The entity's exact bytes (headers, blank line, body).
     raw: bytes
 
+    #: The parsed Content-Type, filled on first use (an entity is immutable).
+    _ctype: ContentType | None = field(default=None, init=False, repr=False, compare=False)
+    #: The parsed body parts of a multipart, filled on first use: the
+    #: structure check, the layer classification and the payload reader all
+    #: descend the same tree.
+    _kids: tuple[Entity, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
     def get_all(self, name: str) -> list[Header]:
         n = name.lower()
         return [h for h in self.headers if h.lname == n]
 
     def get(self, name: str) -> str | None:
-        found = self.get_all(name)
-        return found[0].value if found else None
+        n = name.lower()
+        for h in self.headers:
+            if h.lname == n:
+                return h.value
+        return None
 
     @property
     def content_type(self) -> ContentType:
-        return parse_content_type(self.get("content-type"))
+        ctype = self._ctype
+        if ctype is None:
+            ctype = parse_content_type(self.get("content-type"))
+            object.__setattr__(self, "_ctype", ctype)
+        return ctype
 
     def header_bytes(self) -> bytes:
         return b"".join(h.raw + CRLF for h in self.headers)
@@ -233,7 +259,11 @@ def children(entity: Entity) -> list[Entity]:
     boundary = ctype.param("boundary")
     if boundary is None:
         raise InputError("multipart without a boundary parameter")
-    return [parse_entity(p) for p in split_multipart(entity.body, boundary)]
+    kids = entity._kids
+    if kids is None:
+        kids = tuple(parse_entity(p) for p in split_multipart(entity.body, boundary))
+        object.__setattr__(entity, "_kids", kids)
+    return list(kids)
 
 
 def walk(entity: Entity, *, depth: int = 0) -> Iterator[tuple[int, Entity]]:

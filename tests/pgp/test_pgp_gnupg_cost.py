@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import gnupg_reference as _gnupg
 from pgp_support import KeyPair, ctx_with
 
-from secmail.pgp import _gnupg, keys
+from secmail.pgp import keys
 from secmail.pgp import packets as pk
 from secmail.pgp.decrypt import _unwrap_rsa, decrypt
 from secmail.pgp.encrypt import encrypt

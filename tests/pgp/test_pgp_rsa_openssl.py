@@ -14,12 +14,13 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import gnupg_reference as _gnupg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pgp_support import GOSOP, SQOP, KeyPair, Sop, ctx_with, flip_byte
 
 from secmail.errors import DecryptionError, IntegrityError
-from secmail.pgp import _gnupg, decrypt, keys
+from secmail.pgp import decrypt, keys
 from secmail.pgp import packets as pk
 from secmail.pgp.encrypt import encrypt
 

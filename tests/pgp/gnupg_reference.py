@@ -1,4 +1,4 @@
-"""GnuPG (python-gnupg) as an independent reference, used by the tests.
+"""GnuPG (python-gnupg) as an independent reference for the tests; not shipped.
 
 No secmail operation runs here any more. RSA secret-key operations run in
 OpenSSL (``cryptography``), which blinds them: session-key unwrapping in
