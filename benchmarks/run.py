@@ -14,12 +14,20 @@ connection) as four times the cores;
 the peers run as many concurrent subprocesses as there are cores. Each
 figure is operations per second over ``--seconds`` after a warm-up; the
 ratio is secmail / peer.
+
+Each side's CPU time per operation is printed too, every process of the
+side counted (the benchmark's client threads and the secmail workers; the
+benchmark's process, the peer's subprocesses and gpg's agent). Other load
+on the machine lowers the throughput figures but hardly these, so their
+ratio is the steadier measure of efficiency; the throughput ratio is the
+target's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -29,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -51,8 +60,59 @@ from secmail.v1 import (  # noqa: E402
 CORES = os.cpu_count() or 1
 
 
-def rate(op: Callable[[], object], seconds: float, concurrency: int) -> float:
-    """Operations per second with ``concurrency`` callers for ``seconds``."""
+@dataclass(frozen=True)
+class Figure:
+    """One side of a comparison: throughput, and the CPU it took per operation."""
+
+    ops_per_second: float
+    #: CPU time per operation (ms), every process of the side included: the
+    #: benchmark's own client threads plus the secmail server processes, or
+    #: plus the peer's subprocesses. Other load on the machine slows the
+    #: throughput but hardly changes this.
+    cpu_ms: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its direct children (the workers)."""
+    total = 0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for p in (pid, *map(int, children)):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _agent_cpu(home: Path) -> float:
+    """CPU of the gpg-agent serving ``home`` (a daemon, not a waited-for child)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if not cmdline[0].endswith(b"gpg-agent") or str(home).encode() not in cmdline:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rate(
+    op: Callable[[], object], seconds: float, concurrency: int, other_cpu: Callable[[], float] = _children_cpu
+) -> Figure:
+    """Operations per second with ``concurrency`` callers for ``seconds``.
+
+    CPU is counted for this process plus ``other_cpu()``: the secmail
+    server's processes, or the subprocesses this process waited for (the
+    peer tools) and, for gpg, its agent.
+    """
     for _ in range(2):
         op()  # warm-up
     done = 0
@@ -66,11 +126,14 @@ def rate(op: Callable[[], object], seconds: float, concurrency: int) -> float:
             with lock:
                 done += 1
 
+    cpu_before = time.process_time() + other_cpu()
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
         for f in [pool.submit(worker) for _ in range(concurrency)]:
             f.result()
-    return done / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() + other_cpu() - cpu_before
+    return Figure(done / elapsed, cpu / max(done, 1) * 1000)
 
 
 def free_port() -> int:
@@ -80,7 +143,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, threads: int | None = None) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen(
             [
@@ -94,6 +157,7 @@ class Server:
                 str(workdir / "data"),
                 "--workers",
                 str(CORES),
+                *(["--threads", str(threads)] if threads else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -118,6 +182,9 @@ class Server:
             self._local.stub = stub
         return stub
 
+    def cpu(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
@@ -131,14 +198,24 @@ def body_of(size: int) -> bytes:
     return (line * (size // len(line) + 1))[:size]
 
 
-def report(rows: list[tuple[str, float, float]]) -> None:
-    print(f"{'operation':<36}{'secmail op/s':>14}{'peer op/s':>12}{'ratio':>9}")
+Row = tuple[str, Figure, Figure]
+
+
+def report(rows: list[Row]) -> None:
+    print(
+        f"{'operation':<36}{'secmail op/s':>13}{'peer op/s':>11}{'ratio':>8}"
+        f"{'secmail CPU ms':>16}{'peer CPU ms':>13}{'CPU ratio':>11}"
+    )
     for name, ours, theirs in rows:
-        print(f"{name:<36}{ours:>14.1f}{theirs:>12.1f}{ours / theirs:>8.1f}x")
+        print(
+            f"{name:<36}{ours.ops_per_second:>13.1f}{theirs.ops_per_second:>11.1f}"
+            f"{ours.ops_per_second / theirs.ops_per_second:>7.1f}x"
+            f"{ours.cpu_ms:>16.2f}{theirs.cpu_ms:>13.2f}{theirs.cpu_ms / ours.cpu_ms:>10.1f}x"
+        )
     sys.stdout.flush()
 
 
-def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[tuple[str, float, float]]:
+def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[Row]:
     from cryptography.hazmat.primitives import serialization
 
     pki = make_pki()
@@ -185,20 +262,18 @@ def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[t
     return [
         (
             "S/MIME sign (RSA-2048, multipart)",
-            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES),
+            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES, server.cpu),
             rate(run(sign_cmd), seconds, CORES),
         ),
         (
             "S/MIME verify (RSA-2048, chain)",
-            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES),
+            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES, server.cpu),
             rate(run(verify_cmd), seconds, CORES),
         ),
     ]
 
 
-def bench_openpgp(
-    server: Server, work: Path, seconds: float, size: int, algo: str, label: str
-) -> list[tuple[str, float, float]]:
+def bench_openpgp(server: Server, work: Path, seconds: float, size: int, algo: str, label: str) -> list[Row]:
     import gnupg
 
     home = work / f"gnupg-{algo}"
@@ -272,26 +347,34 @@ def bench_openpgp(
     assert gpg.decrypt(enc).ok
     assert gpg.verify_data(str(sig_path), data).valid
 
+    def gpg_cpu() -> float:
+        return _children_cpu() + _agent_cpu(home)
+
     return [
         (
             f"OpenPGP sign ({label})",
-            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES),
-            rate(lambda: gpg.sign(data, keyid=alice, detach=True), seconds, CORES),
+            rate(lambda: server.stub().Sign(sign_req), seconds, 4 * CORES, server.cpu),
+            rate(lambda: gpg.sign(data, keyid=alice, detach=True), seconds, CORES, gpg_cpu),
         ),
         (
             f"OpenPGP verify ({label})",
-            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES),
-            rate(lambda: gpg.verify_data(str(sig_path), data), seconds, CORES),
+            rate(lambda: server.stub().Verify(verify_req), seconds, 4 * CORES, server.cpu),
+            rate(lambda: gpg.verify_data(str(sig_path), data), seconds, CORES, gpg_cpu),
         ),
         (
             f"OpenPGP encrypt ({label})",
-            rate(lambda: server.stub().Encrypt(enc_req), seconds, 4 * CORES),
-            rate(lambda: gpg.encrypt(data, [bob, alice], always_trust=True, armor=True), seconds, CORES),
+            rate(lambda: server.stub().Encrypt(enc_req), seconds, 4 * CORES, server.cpu),
+            rate(
+                lambda: gpg.encrypt(data, [bob, alice], always_trust=True, armor=True),
+                seconds,
+                CORES,
+                gpg_cpu,
+            ),
         ),
         (
             f"OpenPGP decrypt ({label})",
-            rate(lambda: server.stub().Decrypt(dec_req), seconds, 4 * CORES),
-            rate(lambda: gpg.decrypt(enc), seconds, CORES),
+            rate(lambda: server.stub().Decrypt(dec_req), seconds, 4 * CORES, server.cpu),
+            rate(lambda: gpg.decrypt(enc), seconds, CORES, gpg_cpu),
         ),
     ]
 
@@ -303,6 +386,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--only", choices=("smime", "openpgp"))
+    parser.add_argument("--threads", type=int, help="secmail serve --threads (default: its own default)")
     args = parser.parse_args()
     for tool in ("openssl", "gpg"):
         if shutil.which(tool) is None:
@@ -310,13 +394,13 @@ def main() -> int:
             return 2
     with tempfile.TemporaryDirectory(prefix="secmail-bench-") as tmp:
         work = Path(tmp)
-        server = Server(work)
+        server = Server(work, args.threads)
         try:
             print(
                 f"secmail benchmark: {args.size}-byte messages, {CORES} cores, "
                 f"{args.seconds:.0f} s per figure"
             )
-            rows: list[tuple[str, float, float]] = []
+            rows: list[Row] = []
             if args.only in (None, "smime"):
                 rows += bench_smime(server, work, args.seconds, args.size)
                 report(rows)

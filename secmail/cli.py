@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         master_key_file=Path(args.master_key_file) if args.master_key_file else None,
         workers=args.workers or os.cpu_count() or 1,
+        threads=args.threads,
         settings=settings,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -349,9 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the master key is an AES key on a PKCS#11 token (PIN in $SECMAIL_PKCS11_PIN)",
     )
     from secmail.keystore.admin import add_pkcs11_arguments
+    from secmail.service.server import DEFAULT_THREADS
 
     add_pkcs11_arguments(serve)
     serve.add_argument("--workers", type=int, default=0, help="server processes (default: number of cores)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"calls handled at once by each process (default: {DEFAULT_THREADS})",
+    )
     serve.add_argument("--max-message-mb", type=int, default=50)
     serve.add_argument(
         "--smime-cbc", action="store_true", help="encrypt S/MIME with AES-256-CBC EnvelopedData"

@@ -63,6 +63,10 @@ _GRPC_OVERHEAD = 1 << 20
 _HEALTH_MAX_MESSAGE = 4096
 
 
+#: Calls one server process handles at once.
+DEFAULT_THREADS = 8
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
@@ -75,7 +79,7 @@ class ServerConfig:
     #: Older (or upcoming) master keys: unseal only, for rotations.
     previous_master_key_files: tuple[Path, ...] = ()
     workers: int = 1
-    threads: int = 8
+    threads: int = DEFAULT_THREADS
     settings: Settings = field(default_factory=Settings)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -284,12 +288,13 @@ def prepare(config: ServerConfig) -> CallersConfig | None:
     return callers
 
 
-def _run_worker(config: ServerConfig, reuse_port: bool) -> None:
+def _run_worker(config: ServerConfig, reuse_port: bool, app: Secmail | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
     callers = load_callers(config)
-    app = build_app(config, callers)
+    if app is None:
+        app = build_app(config, callers)
     health_servicer = serving_health()
     server, port = create_server(
         config.address,
@@ -343,13 +348,18 @@ def serve(config: ServerConfig, *, err: Callable[[str], None] | None = None) -> 
     # Create the database and the master key once, before workers race for
     # it; a database at a schema this version cannot use stops here.
     try:
-        build_app(config, callers)
+        app = build_app(config, callers)
     except SecmailError as exc:
         report(f"secmail serve: {exc.message}")
         return 1
     if config.workers <= 1:
-        _run_worker(config, reuse_port=False)
+        _run_worker(config, reuse_port=False, app=app)
         return 0
+    # Each worker opens its own store after the spawn: the parent's
+    # connections (a pool) are not kept open beside them.
+    close = getattr(app.store, "close", None)
+    if close is not None:
+        close()
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_run_worker, args=(config, True), daemon=False) for _ in range(config.workers)
