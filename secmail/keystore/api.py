@@ -2,14 +2,15 @@
 
 Public material (certificates, OpenPGP certs) is stored as is; private
 material is sealed (see ``secmail/keystore/seal.py``) and only unsealed in
-memory for one operation. Nothing here ever returns private material except
-:meth:`KeyStore.private_keys`, which the service calls only to sign or
-decrypt.
+memory to sign or decrypt (the service holds a user's unsealed keys for at
+most ``Settings.key_cache_seconds`` between such requests). Nothing here
+ever returns private material except :meth:`KeyStore.private_keys`, which
+the service calls only to sign or decrypt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -170,6 +171,23 @@ class KeyStore(Protocol):
 
     def private_keys(self, user: str, scheme: Scheme) -> list[tuple[StoredKey, bytes]]:
         """The user's keys with private material, unsealed."""
+        ...
+
+    def private_keys_stamp(self, user: str, scheme: Scheme) -> object:
+        """A value, compared with ``==``, that changes whenever what
+        :meth:`private_keys` returns for the same arguments changes
+        (import, re-import, delete, through any replica). Cheap: nothing is
+        unsealed. Read it *before* :meth:`private_keys` to pair the two: a
+        change in between then only costs a needless re-read."""
+        ...
+
+    def keys_stamps(self, owners: Iterable[str], scheme: Scheme) -> dict[str, object]:
+        """Per owner, a value, compared with ``==``, that changes whenever
+        the owner's keys of ``scheme`` change (import, re-import, delete,
+        through any replica): what :meth:`list_keys` shows of them, and
+        what :meth:`find_public` finds among them. Cheap: no key data is
+        read. Read it *before* the keys it vouches for, as
+        :meth:`private_keys_stamp`."""
         ...
 
     def add_trust(self, entries: Sequence[TrustEntry]) -> list[TrustEntry]: ...

@@ -27,7 +27,9 @@ and checks its self-signatures) is a pure function of its bytes and costs
 ~0.1 ms; parsed *public* certificates are memoised by their full bytes
 (:func:`_engine_cert`). Everything Sequoia judges against the clock
 (User IDs, revocation, expiry, message signatures) is asked again on
-every call. TSKs are never memoised.
+every call. TSKs are never memoised here; a holder that keeps a TSK
+between requests (``keys.HeldTSK``) may keep the engine's signer for it
+with it, as an opaque :class:`EngineSigner`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pysequoia
-from pysequoia import ArmorKind, Cert, CipherSuite, Profile, Sig, SignatureMode, Tsk
+from pysequoia import ArmorKind, Cert, CipherSuite, Profile, PySigner, Sig, SignatureMode, Tsk
 
 from secmail.errors import InputError, InvalidKeyError, SecmailError
 from secmail.pgp import packets as pk
@@ -126,21 +128,53 @@ def check_tsk(tsk: bytes) -> str:
         raise InvalidKeyError("OpenPGP secret key rejected by the engine") from _quiet(exc)
 
 
-def sign_detached(tsk: bytes, data: bytes) -> bytes:
-    """Detached binary-document signature, armored, with the only signing
-    key of ``tsk`` (the caller strips every other key)."""
+class EngineSigner:
+    """Sequoia's signer for one TSK, opaque outside this module.
+
+    Made once for a TSK that its holder keeps (``keys.HeldTSK``), it saves
+    parsing the TSK on every signature (~0.1 ms). The engine's choice of
+    key is fixed when it is made; the callers hand it a TSK reduced to the
+    one signing key that secmail validated at the request's time, and
+    check every signature it makes (``sign.py``).
+    """
+
+    __slots__ = ("_signer",)
+
+    def __init__(self, signer: PySigner) -> None:
+        self._signer = signer
+
+    def __repr__(self) -> str:  # never print private material
+        return "EngineSigner()"
+
+
+def engine_signer(tsk: bytes) -> EngineSigner:
+    """The engine's signer for the only signing key of ``tsk``."""
     try:
-        signer = Tsk.from_bytes(tsk).signer()
-        return bytes(pysequoia.sign(signer, data, mode=SignatureMode.DETACHED, armor=True))
+        return EngineSigner(Tsk.from_bytes(tsk).signer())
     except Exception as exc:
         raise SecmailError("OpenPGP signing failed") from _quiet(exc)
 
 
-def encrypt(data: bytes, certs: Sequence[bytes], signer_tsk: bytes | None) -> bytes:
+def sign_detached(tsk: bytes | EngineSigner, data: bytes, *, armor: bool = True) -> bytes:
+    """Detached binary-document signature with the only signing key of
+    ``tsk`` (the caller strips every other key); ASCII-armored unless
+    ``armor`` is False."""
+    try:
+        signer = tsk if isinstance(tsk, EngineSigner) else engine_signer(tsk)
+        return bytes(pysequoia.sign(signer._signer, data, mode=SignatureMode.DETACHED, armor=armor))
+    except Exception as exc:
+        raise SecmailError("OpenPGP signing failed") from _quiet(exc)
+
+
+def encrypt(data: bytes, certs: Sequence[bytes], signer_tsk: bytes | EngineSigner | None) -> bytes:
     """The binary OpenPGP message (the caller checks it, then armors it)."""
     try:
         recipients = [_engine_cert(c) for c in certs]
-        signer = Tsk.from_bytes(signer_tsk).signer() if signer_tsk is not None else None
+        signer: PySigner | None = None
+        if isinstance(signer_tsk, EngineSigner):
+            signer = signer_tsk._signer
+        elif signer_tsk is not None:
+            signer = Tsk.from_bytes(signer_tsk).signer()
         return bytes(pysequoia.encrypt(data, recipients, signer=signer, armor=False))
     except Exception as exc:
         raise SecmailError("OpenPGP encryption failed") from _quiet(exc)

@@ -80,8 +80,9 @@ class _OwnKey:
 
 
 def _load_tsks(tsks: Sequence[bytes], ctx: VerifyContext) -> list[tuple[bytes, keys.CertInfo]]:
-    # Each TSK is parsed and judged once per message (never memoised: it
-    # holds unsealed secrets); unreadable ones are skipped.
+    # Each TSK is judged once per message, at the message's time; it is
+    # never memoised (it holds unsealed secrets), but a keys.HeldTSK that
+    # the caller keeps carries its own parse. Unreadable ones are skipped.
     out: list[tuple[bytes, keys.CertInfo]] = []
     for tsk in tsks:
         try:
@@ -142,7 +143,9 @@ def _check_v3_session(blob: bytes, with_algo: bool) -> tuple[int | None, bytes]:
     return algo, sk
 
 
-def _unwrap_ecdh(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]:
+def _unwrap_ecdh(pkesk: pk.PKESK, key: pk.KeyPacket, tsk: bytes = b"") -> tuple[int | None, bytes]:
+    # ``tsk``: the TSK ``key`` came from, which may keep the OpenSSL key
+    # object between requests (keys.private_key_object).
     r = pk._Reader(pkesk.material)
     bits = r.u16()
     ephemeral = r.take((bits + 7) // 8)
@@ -157,14 +160,17 @@ def _unwrap_ecdh(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]
             raise DecryptionError("could not decrypt the message")
         # The legacy Curve25519 secret is stored big-endian (reversed).
         native = d.rjust(32, b"\0")[::-1]
-        shared = x25519.X25519PrivateKey.from_private_bytes(native).exchange(
-            x25519.X25519PublicKey.from_public_bytes(ephemeral[1:])
+        own = keys.private_key_object(
+            tsk, "cv25519", key, lambda: x25519.X25519PrivateKey.from_private_bytes(native)
         )
+        shared = own.exchange(x25519.X25519PublicKey.from_public_bytes(ephemeral[1:]))
     else:
         curve = keys._CURVES.get(key.curve or "")
         if curve is None:
             raise UnsupportedAlgorithmError("unsupported ECDH curve")
-        priv = ec.derive_private_key(int.from_bytes(d, "big"), curve)
+        priv = keys.private_key_object(
+            tsk, f"ecdh-{key.curve}", key, lambda: ec.derive_private_key(int.from_bytes(d, "big"), curve)
+        )
         peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, ephemeral)
         shared = priv.exchange(ec.ECDH(), peer)
     fpr = bytes.fromhex(key.fingerprint)
@@ -181,7 +187,8 @@ def _unwrap_ecdh(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]
     return _check_v3_session(m, with_algo=pkesk.version == 3)
 
 
-def _unwrap_x(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]:
+def _unwrap_x(pkesk: pk.PKESK, key: pk.KeyPacket, tsk: bytes = b"") -> tuple[int | None, bytes]:
+    # ``tsk`` as for _unwrap_ecdh.
     is448 = key.algorithm == pk.PK_X448
     size = 56 if is448 else 32
     r = pk._Reader(pkesk.material)
@@ -196,16 +203,18 @@ def _unwrap_x(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]:
     public = key.params[0]
     shared: bytes
     if is448:
-        shared = x448.X448PrivateKey.from_private_bytes(secret).exchange(
-            x448.X448PublicKey.from_public_bytes(ephemeral)
+        own448 = keys.private_key_object(
+            tsk, "x448", key, lambda: x448.X448PrivateKey.from_private_bytes(secret)
         )
+        shared = own448.exchange(x448.X448PublicKey.from_public_bytes(ephemeral))
         kek = HKDF(algorithm=hashes.SHA512(), length=32, salt=None, info=b"OpenPGP X448").derive(
             ephemeral + public + shared
         )
     else:
-        shared = x25519.X25519PrivateKey.from_private_bytes(secret).exchange(
-            x25519.X25519PublicKey.from_public_bytes(ephemeral)
+        own25519 = keys.private_key_object(
+            tsk, "x25519", key, lambda: x25519.X25519PrivateKey.from_private_bytes(secret)
         )
+        shared = own25519.exchange(x25519.X25519PublicKey.from_public_bytes(ephemeral))
         kek = HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=b"OpenPGP X25519").derive(
             ephemeral + public + shared
         )
@@ -215,7 +224,9 @@ def _unwrap_x(pkesk: pk.PKESK, key: pk.KeyPacket) -> tuple[int | None, bytes]:
         raise DecryptionError("could not decrypt the message") from None
 
 
-def _unwrap_rsa(pkesk: pk.PKESK, key: pk.KeyPacket, seipd_cipher: int | None) -> tuple[int | None, bytes]:
+def _unwrap_rsa(
+    pkesk: pk.PKESK, key: pk.KeyPacket, seipd_cipher: int | None, tsk: bytes | None = None
+) -> tuple[int | None, bytes]:
     """RSA PKESK (RFC 9580 §5.1.3), v3 or v6, to v4 or v6 keys.
 
     Always returns a session key: the real one, or a random stand-in of
@@ -245,7 +256,9 @@ def _unwrap_rsa(pkesk: pk.PKESK, key: pk.KeyPacket, seipd_cipher: int | None) ->
       ``tests/pgp/test_pgp_gnupg_cost.py``).
     """
     try:
-        private = keys.rsa_private_key(key)
+        # ``tsk`` (the TSK that ``key`` came from) may keep the OpenSSL key
+        # object between requests (keys.HeldTSK): the same key, loaded once.
+        private = keys.rsa_private_key(key) if tsk is None else keys.rsa_private_key_of(tsk, key)
     except (ValueError, InputError) as exc:
         raise DecryptionError("unusable RSA secret key") from exc
     size = (private.key_size + 7) // 8
@@ -283,11 +296,11 @@ def _session_key(pkesk: pk.PKESK, own: _OwnKey, seipd_cipher: int | None) -> tup
     if pkesk.algorithm != a and not (a in pk.RSA_ALGOS and pkesk.algorithm in pk.RSA_ALGOS):
         raise DecryptionError("could not decrypt the message")
     if a in pk.RSA_ALGOS:
-        return _unwrap_rsa(pkesk, own.key.key, seipd_cipher)
+        return _unwrap_rsa(pkesk, own.key.key, seipd_cipher, own.tsk)
     if a == pk.PK_ECDH:
-        return _unwrap_ecdh(pkesk, own.key.key)
+        return _unwrap_ecdh(pkesk, own.key.key, own.tsk)
     if a in (pk.PK_X25519, pk.PK_X448):
-        return _unwrap_x(pkesk, own.key.key)
+        return _unwrap_x(pkesk, own.key.key, own.tsk)
     raise UnsupportedAlgorithmError("unsupported public-key encryption algorithm")
 
 

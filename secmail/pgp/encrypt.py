@@ -64,10 +64,10 @@ def encrypt(
     if missing:
         raise RecipientKeyMissingError(missing)
 
-    signer: bytes | None = None
+    signer: bytes | _backend.EngineSigner | None = None
     if signer_tsk is not None:
         sinfo, skey = sign.select_signing_key(signer_tsk, at)
-        signer = sinfo.secret_packets(skey)
+        signer = sign.engine_signer(signer_tsk, sinfo.secret_packets(skey))
 
     binary = _backend.encrypt(data, minimised, signer)
     _check_output(binary, allowed, len(minimised))

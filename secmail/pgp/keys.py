@@ -22,7 +22,8 @@ are pure functions of those bytes. Whether a signature is current, a key
 revoked or expired, a binding valid *at* ``at`` is judged again on every
 call (:func:`_judge`), so a memo can neither outlive a revocation nor
 make other bytes valid. TSKs are never memoised, only their public
-projection.
+projection; a TSK the service holds between requests (:class:`HeldTSK`)
+carries its own parse, for as long as the service holds it.
 
 Only public-key *verification* is done here; secret-key operations happen
 in Sequoia (Ed25519, ECDSA signatures...) or OpenSSL (RSA signatures in
@@ -34,13 +35,15 @@ export an unlocked key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parseaddr
+from typing import TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers import algorithms as decrepit
@@ -64,6 +67,8 @@ from secmail.pgp import _backend
 from secmail.pgp import packets as pk
 from secmail.pgp._cache import BoundedMemo
 from secmail.verdict import Scheme, address_matches
+
+_T = TypeVar("_T")
 
 #: SHA-1 self-signatures made after this date are ignored (Sequoia's
 #: StandardPolicy cut-off for SHA-1 where second-preimage resistance is
@@ -396,6 +401,18 @@ class CertInfo:
 
 def uid_address(uid: str) -> str | None:
     """The normalised addr-spec of a User ID (domain lower-cased)."""
+    # A pure function of the string, memoised (email.utils.parseaddr costs
+    # ~15 us, and every verified signature asks it twice per User ID);
+    # bounded in count and, through the length cut, in size.
+    return _uid_address_memo(uid) if len(uid) <= 1024 else _uid_address(uid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _uid_address_memo(uid: str) -> str | None:
+    return _uid_address(uid)
+
+
+def _uid_address(uid: str) -> str | None:
     _, addr = parseaddr(uid)
     if "@" not in addr:
         if "<" not in uid and "@" in uid and " " not in uid.strip():
@@ -761,6 +778,8 @@ def _skeletons(binary: bytes) -> tuple[_Skeleton, ...]:
     when it holds no secret-key packet. A TSK is not memoised (unsealed
     secrets never outlive the request): its public projection is, and the
     secret key packets are put back into a copy (:func:`_tsk_skeletons`)."""
+    if isinstance(binary, HeldTSK):
+        return binary.skeletons()
     cached = _SKELETONS.get(binary)
     if cached is not None:
         return cached
@@ -820,6 +839,108 @@ def load_cert(data: bytes, at: datetime) -> CertInfo:
     if len(certs) != 1:
         raise InvalidKeyError("expected exactly one OpenPGP certificate")
     return certs[0]
+
+
+def has_key(data: bytes, handle: str) -> bool:
+    """Is ``data`` one certificate with a (sub)key whose fingerprint or key
+    ID is ``handle``?
+
+    :meth:`CertInfo.find_key` of :func:`load_cert` asks the same, but
+    after judging the whole certificate at a time; the answer depends on
+    the key packets alone (a pure function of the bytes, read from the
+    memoised parse), so a verifier asks this first and judges only the
+    certificates that can hold the signer's key.
+    """
+    try:
+        skeletons = _skeletons(pk.to_binary(data))
+    except InputError:
+        return False
+    if len(skeletons) != 1:
+        return False
+    h = handle.lower()
+    skel = skeletons[0]
+    if h in (skel.primary.fingerprint, skel.primary.key_id):
+        return True
+    return any(h in (key.fingerprint, key.key_id) for key, _ in skel.subkeys)
+
+
+class HeldTSK(bytes):
+    """An unprotected TSK that its holder keeps across requests (the
+    service's held private keys, ``Settings.key_cache_seconds``), with what
+    is derived from it on first use.
+
+    It *is* the TSK's bytes: every function that takes a TSK takes one,
+    and gives exactly what it gives for the plain bytes. What it keeps is
+    a pure function of its bytes, computed once instead of on every Sign
+    or Decrypt: the packet parse (:meth:`skeletons`), the engine's
+    prepared signer for a given reduced TSK (:meth:`engine_signer`), and
+    OpenSSL's key objects (:func:`private_key_object`; a kept key also
+    keeps its Montgomery contexts, so each operation costs less). Nothing
+    judged at a time is kept: which keys are bound, revoked, expired or
+    usable is judged again at each request's time (:func:`_judge`).
+
+    The secrets live as long as the object does, that is as long as its
+    holder keeps it: no module-level memo ever holds one (the ``_cache``
+    rules), and its ``repr`` never shows the bytes.
+    """
+
+    _parsed: tuple[_Skeleton, ...] | None = None
+    _signers: dict[bytes, _backend.EngineSigner] | None = None
+    _objects: dict[tuple[str, bytes, bytes], object] | None = None
+
+    def __repr__(self) -> str:  # never print private material
+        return f"HeldTSK(<{len(self)} bytes>)"
+
+    __str__ = __repr__
+
+    def skeletons(self) -> tuple[_Skeleton, ...]:
+        """What :func:`_skeletons` gives for these bytes (kept, shared:
+        skeletons are never mutated)."""
+        # Two threads may both parse on first use: the results are equal.
+        found = self._parsed
+        if found is None:
+            found = self._parsed = _skeletons(bytes(self))
+        return found
+
+    def engine_signer(self, reduced: bytes) -> _backend.EngineSigner:
+        """The engine's signer for ``reduced``, a TSK derived from this one
+        (:meth:`CertInfo.secret_packets`), kept by its exact bytes."""
+        signers = self._signers
+        if signers is None:
+            signers = self._signers = {}
+        found = signers.get(reduced)
+        if found is None:
+            found = signers[reduced] = _backend.engine_signer(reduced)
+        return found
+
+    def key_object(self, kind: str, key: pk.KeyPacket, make: Callable[[], _T]) -> _T:
+        """See :func:`private_key_object`."""
+        objects = self._objects
+        if objects is None:
+            objects = self._objects = {}
+        slot = (kind, key.public_body, key.secret_area or b"")
+        if slot in objects:
+            return cast(_T, objects[slot])
+        found = objects[slot] = make()
+        return found
+
+
+def private_key_object(tsk: bytes, kind: str, key: pk.KeyPacket, make: Callable[[], _T]) -> _T:
+    """``make()``: a ``kind`` of object (an OpenSSL key) made from the secret
+    key packet ``key`` of ``tsk`` alone. A :class:`HeldTSK` keeps it, by
+    ``kind`` and the packet's exact public and secret bytes; ``make`` must
+    depend on nothing else. Building one costs ~45 us for X25519, more
+    for RSA and NIST curves, and a kept RSA key also keeps its Montgomery
+    contexts. A failure is raised, never kept."""
+    if isinstance(tsk, HeldTSK):
+        return tsk.key_object(kind, key, make)
+    return make()
+
+
+def rsa_private_key_of(tsk: bytes, key: pk.KeyPacket) -> rsa.RSAPrivateKey:
+    """:func:`rsa_private_key` of ``key``, a packet of ``tsk``; kept on a
+    :class:`HeldTSK`."""
+    return private_key_object(tsk, "rsa", key, lambda: rsa_private_key(key))
 
 
 # --------------------------------------------------------------------------

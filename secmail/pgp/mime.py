@@ -21,6 +21,16 @@ def _boundary(*parts: bytes) -> str:
             return b
 
 
+def _crlf(armored: bytes) -> bytes:
+    """``canonicalize(armored)``. ASCII armor as the engine writes it has
+    bare LF line ends and no CR at all: then every LF becomes CRLF, which
+    a plain replace does without canonicalize's regex scan (~0.1 ms on a
+    20 KB message). Anything else goes through canonicalize."""
+    if b"\r" not in armored:
+        return armored.replace(b"\n", b"\r\n")
+    return canonicalize(armored)
+
+
 def build_multipart_signed(signed_entity: bytes, armored_sig: bytes, micalg: str) -> bytes:
     """multipart/signed; protocol="application/pgp-signature" (RFC 3156 §5)."""
     if not micalg.startswith("pgp-") or not micalg[4:].replace("-", "").isalnum():
@@ -36,7 +46,7 @@ def build_multipart_signed(signed_entity: bytes, armored_sig: bytes, micalg: str
         "\r\n"
         "This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
     ).encode("ascii")
-    sig = canonicalize(armored_sig)
+    sig = _crlf(armored_sig)
     if not sig.endswith(b"\r\n"):
         sig += b"\r\n"
     return (
@@ -65,7 +75,7 @@ def build_multipart_encrypted(armored_msg: bytes) -> bytes:
         raise InputError("the encrypted message must be ASCII-armored")
     boundary = _boundary(armored_msg)
     b = boundary.encode("ascii")
-    msg = canonicalize(armored_msg)
+    msg = _crlf(armored_msg)
     if not msg.endswith(b"\r\n"):
         msg += b"\r\n"
     return (

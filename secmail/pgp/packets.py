@@ -207,16 +207,28 @@ def _decode_armor_body(lines: list[bytes]) -> bytes:
             i += 1
     while i < len(lines) and not lines[i].strip():
         i += 1
-    b64 = list(map(bytes.strip, lines[i:]))
-    for n, s in enumerate(b64):
-        if len(s) == 5 and s[:1] == b"=":
-            # CRC24 checksum: optional and not checked (RFC 9580 §6.1 says
-            # it SHOULD NOT be rejected on mismatch... and carries no
-            # security value; integrity comes from the packets).
-            del b64[n:]
+    # The stripped lines, one per line of this buffer: what follows the
+    # first one that is a CRC24 checksum ("=" and four characters) is
+    # dropped. The checksum is optional and not checked (RFC 9580 §6.1
+    # says it SHOULD NOT be rejected on mismatch... and carries no
+    # security value; integrity comes from the packets). Searched with
+    # bytes.find: a line starts with "=" only there (or in bad input), so
+    # a long message is not walked line by line in Python.
+    text = b"\n".join(map(bytes.strip, lines[i:]))
+    cut = len(text)
+    start = 0  # of a line
+    while True:
+        if text[start : start + 1] == b"=":
+            end = text.find(b"\n", start)
+            if (len(text) if end < 0 else end) - start == 5:
+                cut = start
+                break
+        after = text.find(b"\n=", start)
+        if after < 0:
             break
+        start = after + 1
     try:
-        return base64.b64decode(b"".join(b64), validate=True)
+        return base64.b64decode(text[:cut].replace(b"\n", b""), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InputError("invalid ASCII armor") from exc
 

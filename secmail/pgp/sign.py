@@ -2,7 +2,8 @@
 
 Who does the secret-key arithmetic:
 
-* Ed25519, Ed448, ECDSA: Sequoia (``_backend.sign_detached``).
+* Ed25519, Ed448, ECDSA: Sequoia (``_backend.sign_detached``; a
+  :class:`keys.HeldTSK` keeps the engine's signer between requests).
 * RSA: OpenSSL, through ``cryptography`` (:func:`_rsa_sign`), with the
   signature packet written here. Sequoia's RSA is the RustCrypto ``rsa``
   crate, whose private-key operation is not constant time
@@ -37,6 +38,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from secmail.errors import (
@@ -93,11 +95,12 @@ def sign_detached(data: bytes, tsk: bytes, *, at: datetime | None = None) -> tup
     if key.key.algorithm in pk.RSA_ALGOS:
         if key.key.version != 4:
             raise UnsupportedAlgorithmError("signing with a v6 RSA key is not supported")
-        binary = _rsa_sign(key.key, data, keys.now())
-        armored = _backend.armor(binary, "signature")
+        binary = _rsa_sign(key.key, data, keys.now(), keys.rsa_private_key_of(tsk, key.key))
     else:
-        armored = _backend.sign_detached(info.secret_packets(key), data)
-        binary = pk.to_binary(armored)
+        # Binary from the engine, armored here: what is checked below is
+        # exactly what is armored, with no dearmoring in between.
+        binary = _backend.sign_detached(engine_signer(tsk, info.secret_packets(key)), data, armor=False)
+    armored = _backend.armor(binary, "signature")
     sigs = [pk.parse_signature(p) for p in pk.read_packets(binary)]
     if len(sigs) != 1 or sigs[0].sig_type != pk.SIG_BINARY:
         raise SecmailError("the OpenPGP engine produced an unexpected signature")
@@ -114,6 +117,17 @@ def sign_detached(data: bytes, tsk: bytes, *, at: datetime | None = None) -> tup
     if micalg is None:
         raise UnsupportedAlgorithmError("signature made with an unknown hash algorithm")
     return armored, micalg
+
+
+def engine_signer(tsk: bytes, reduced: bytes) -> _backend.EngineSigner | bytes:
+    """What the engine signs with for ``reduced`` (a TSK derived from
+    ``tsk`` holding only the chosen signing key): a signer kept on a
+    :class:`keys.HeldTSK`, else the bytes, parsed by the engine per call.
+    The chosen key is judged at the request's time before this is asked
+    (:func:`select_signing_key`), whether the signer was kept or not."""
+    if isinstance(tsk, keys.HeldTSK):
+        return tsk.engine_signer(reduced)
+    return reduced
 
 
 def _subpacket(kind: int, value: bytes) -> bytes:
@@ -134,9 +148,9 @@ def _v4_body(key: pk.KeyPacket, hashed: bytes, unhashed: bytes, left16: bytes, v
     )
 
 
-def _rsa_sign(key: pk.KeyPacket, data: bytes, created: datetime) -> bytes:
-    """A binary v4 signature packet by the RSA secret key ``key``."""
-    private = keys.rsa_private_key(key)
+def _rsa_sign(key: pk.KeyPacket, data: bytes, created: datetime, private: RSAPrivateKey) -> bytes:
+    """A binary v4 signature packet by the RSA secret key ``key``
+    (``private``: OpenSSL's object for it, :func:`keys.rsa_private_key`)."""
     hashed = _subpacket(pk.SP_ISSUER_FPR, b"\x04" + bytes.fromhex(key.fingerprint)) + _subpacket(
         pk.SP_CREATION_TIME, struct.pack(">I", int(created.timestamp()))
     )

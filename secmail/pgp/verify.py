@@ -80,11 +80,15 @@ def _judge_with(
     ctx: VerifyContext,
     claimed: str,
 ) -> _Judged | None:
+    handle = sig.issuer_fingerprint or sig.issuer_key_id or ""
+    if not keys.has_key(cand.cert, handle):
+        # What find_key below would say (or load_cert, by failing), without
+        # judging a certificate that cannot hold the signer's key.
+        return None
     try:
         info = keys.load_cert(cand.cert, ctx.at)
     except InputError:
         return None
-    handle = sig.issuer_fingerprint or sig.issuer_key_id or ""
     key = info.find_key(handle)
     if key is None:
         return None

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,25 @@ class Settings:
     #: intermediates, CRLs). Changes made through this process apply at once;
     #: changes made through another replica within this many seconds.
     trust_cache_seconds: float = 2.0
+    #: How long a process may hold a user's unsealed, loaded private keys
+    #: (with their certificates) between Sign, Decrypt and signed Encrypt
+    #: requests; 0 reads and unseals them on every request. Each use still
+    #: checks a cheap stamp of the user's key rows, so an import or a
+    #: deletion made through any replica (or the admin CLI) applies at
+    #: once; this bounds how long unsealed keys stay in memory. Validity
+    #: dates are checked against each request's time, and every use is
+    #: audited with its key id.
+    key_cache_seconds: float = 2.0
+    #: How long a process may reuse what it read of the key store's public
+    #: keys (a reader's imported OpenPGP keys, the certificates found for
+    #: an address) between Verify, Decrypt and Encrypt requests; 0 reads
+    #: them on every request. Each use still checks a cheap stamp of the
+    #: key rows involved (:meth:`KeyStore.keys_stamps`), so an import or a
+    #: deletion made through any replica (or the admin CLI) applies at
+    #: once; this bounds how long a change the stamp cannot see (a row
+    #: edited by hand in the database) may go unseen. Validity is judged
+    #: at each request's time.
+    public_key_cache_seconds: float = 30.0
 
 
 def _user(user: str) -> str:
@@ -98,6 +118,82 @@ def _usable_now(key: StoredKey, at: datetime) -> bool:
     if key.not_before is not None and at < key.not_before:
         return False
     return key.not_after is None or at <= key.not_after
+
+
+#: Users x schemes whose private keys a process holds at most (see
+#: Secmail._held_keys); the entries loaded first are dropped first.
+_KEY_CACHE_MAX = 512
+
+
+class _HeldKey:
+    """One stored private key as the process holds it: its public facts,
+    the unsealed secret, and what is parsed from them on first use.
+
+    Parsing once matters beyond the parse itself: a kept RSA key object
+    keeps OpenSSL's Montgomery contexts, so each signature with it costs
+    about half of one made with a freshly loaded key.
+    """
+
+    __slots__ = ("_pgp", "_secret", "_signing", "_smime", "stored")
+
+    def __init__(self, stored: StoredKey, secret: bytes) -> None:
+        self.stored = stored
+        self._secret = secret
+        self._smime: tuple[x509.Certificate, PrivateKeyTypes] | None = None
+        self._signing: SigningKey | None = None
+        self._pgp: bytes | None = None
+
+    def __repr__(self) -> str:  # never print private material
+        return f"_HeldKey(key_id={self.stored.key_id!r})"
+
+    def smime(self) -> tuple[x509.Certificate, PrivateKeyTypes]:
+        # Two threads may both parse on first use; either result is kept,
+        # both are the same key.
+        pair = self._smime
+        if pair is None:
+            pair = (
+                x509.load_der_x509_certificate(self.stored.public_data),
+                _load_sealed_private_key(self._secret),
+            )
+            self._smime = pair
+        return pair
+
+    def pgp_tsk(self) -> bytes:
+        """The OpenPGP TSK, as a ``HeldTSK``: the same bytes, which keep
+        their parse (and the engine's signer, OpenSSL's RSA keys) for as
+        long as this key is held. What is judged at a time (bindings,
+        expiry, revocation) is still judged at each request's."""
+        tsk = self._pgp
+        if tsk is None:
+            from secmail.pgp.keys import HeldTSK
+
+            tsk = self._pgp = HeldTSK(self._secret)
+        return tsk
+
+    def signing_key(self) -> SigningKey:
+        key = self._signing
+        if key is None:
+            if self.stored.scheme is Scheme.OPENPGP:
+                key = PGPSigningKey(tsk=self.pgp_tsk(), addresses=self.stored.addresses)
+            else:
+                cert, private_key = self.smime()
+                key = SMIMESigningKey(
+                    cert=cert,
+                    private_key=private_key,
+                    chain=tuple(x509.load_der_x509_certificate(c) for c in self.stored.chain),
+                    addresses=self.stored.addresses,
+                )
+            self._signing = key
+        return key
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyEntry:
+    #: time.monotonic() before the store was read.
+    loaded: float
+    #: KeyStore.private_keys_stamp, read before the keys.
+    stamp: object
+    keys: tuple[_HeldKey, ...]
 
 
 @dataclass
@@ -130,6 +226,14 @@ class Secmail:
         self.revocation_checkers: tuple[RevocationChecker, ...] = ()
         #: Keeps GREEN signers' certificates for readers of opted-in domains.
         self.harvester: Harvester | None = None
+        # Private keys held between requests (_held_keys): (user, scheme)
+        # -> keys, oldest load first. A change made here bumps the
+        # generation, so a read that started before it is not kept.
+        self._key_lock = threading.Lock()
+        self._key_cache: OrderedDict[tuple[str, Scheme], _KeyEntry] = OrderedDict()
+        self._key_generation = 0
+        # Public keys read from the store, reused between requests.
+        self._public = _PublicKeys(store)
         self._trust_lock = threading.Lock()
         self._trust_snapshot: _TrustSnapshot | None = None
 
@@ -147,13 +251,13 @@ class Secmail:
             snap = self._trust_snapshot
             if snap is not None and time.monotonic() - snap.loaded < self.settings.trust_cache_seconds:
                 return snap  # another thread reloaded it while this one waited
+            from secmail.trust import interned
+
             entries = self.store.list_trust()
-            certs = {
-                e.anchor_id: x509.load_der_x509_certificate(e.data)
-                for e in entries
-                if e.scheme is Scheme.SMIME
-            }
-            crls = tuple(x509.load_der_x509_crl(c.data) for c in self.store.list_crls())
+            # Interned: an unchanged store yields the very same objects at
+            # every reload, which the path-validation caches key on.
+            certs = {e.anchor_id: interned.certificate(e.data) for e in entries if e.scheme is Scheme.SMIME}
+            crls = tuple(interned.crl(c.data) for c in self.store.list_crls())
             snap = _TrustSnapshot(time.monotonic(), tuple(entries), certs, crls)
             self._trust_snapshot = snap
             return snap
@@ -210,10 +314,15 @@ class Secmail:
         from secmail.keystore.importer import parse_key_file
 
         owner = user if user == EVERYONE else _user(user)
-        with self._audited(AuditAction.KEY_IMPORT, owner) as used:
-            parsed = parse_key_file(data, passphrase or None)
-            stored = self.store.add_keys(owner, parsed)
-            used.ids.extend(k.key_id for k in stored)
+        try:
+            with self._audited(AuditAction.KEY_IMPORT, owner) as used:
+                parsed = parse_key_file(data, passphrase or None)
+                stored = self.store.add_keys(owner, parsed)
+                used.ids.extend(k.key_id for k in stored)
+        finally:
+            # Even on failure: the write may have committed before the
+            # audit record failed.
+            self._keys_changed(owner)
         return stored
 
     def list_keys(self, user: str) -> list[StoredKey]:
@@ -221,8 +330,11 @@ class Secmail:
 
     def delete_key(self, user: str, key_id: str) -> None:
         owner = user if user == EVERYONE else _user(user)
-        with self._audited(AuditAction.KEY_DELETE, owner, key_id=key_id.lower()[:128]):
-            self.store.delete_key(owner, key_id.lower())
+        try:
+            with self._audited(AuditAction.KEY_DELETE, owner, key_id=key_id.lower()[:128]):
+                self.store.delete_key(owner, key_id.lower())
+        finally:
+            self._keys_changed(owner)  # as in import_key
 
     def export_public(self, user: str, key_id: str) -> tuple[StoredKey, bytes, str]:
         """The public half of one stored key: (key, data, media type), the
@@ -382,9 +494,12 @@ class Secmail:
         with self._audited(AuditAction.DECRYPT, reader, only_if_used=True) as used:
 
             def pgp_keys() -> list[bytes]:
-                found = self.store.private_keys(reader, Scheme.OPENPGP)
-                used.ids.extend(k.key_id for k, _ in found)
-                return [secret for _, secret in found]
+                # Held between requests as the S/MIME keys are (_held_keys),
+                # each parsed once (_HeldKey.pgp_tsk); every key handed
+                # over is still audited as used.
+                held = self._held_keys(reader, Scheme.OPENPGP)
+                used.ids.extend(h.stored.key_id for h in held)
+                return [h.pgp_tsk() for h in held]
 
             keys = DecryptionKeys(smime=lambda: self._smime_private_keys(reader, used), pgp=pgp_keys)
             if self.harvester is not None:
@@ -399,10 +514,10 @@ class Secmail:
         self, user: str, used: _Used | None = None
     ) -> list[tuple[x509.Certificate, PrivateKeyTypes]]:
         out: list[tuple[x509.Certificate, PrivateKeyTypes]] = []
-        for stored, secret in self.store.private_keys(user, Scheme.SMIME):
+        for held in self._held_keys(user, Scheme.SMIME):
             if used is not None:
-                used.ids.append(stored.key_id)
-            out.append((x509.load_der_x509_certificate(stored.public_data), _load_sealed_private_key(secret)))
+                used.ids.append(held.stored.key_id)
+            out.append(held.smime())
         if not out:
             raise KeyNotFoundError(f"no S/MIME private key for {user}")
         return out
@@ -413,26 +528,71 @@ class Secmail:
         return self._signing_key(user, scheme, at)[1]
 
     def _signing_key(self, user: str, scheme: Scheme, at: datetime) -> tuple[str, SigningKey]:
+        # The validity dates are checked here, against this request's time,
+        # never when the keys were read (they may be held for a while).
         candidates = [
-            (k, s)
-            for k, s in self.store.private_keys(user, scheme)
-            if k.usable_for_signing and _usable_now(k, at)
+            h
+            for h in self._held_keys(user, scheme)
+            if h.stored.usable_for_signing and _usable_now(h.stored, at)
         ]
         if not candidates:
             raise KeyNotFoundError(
                 f"no usable {scheme.value} signing key for {user}",
                 metadata={"user": user, "scheme": scheme.value},
             )
-        stored, secret = max(candidates, key=lambda ks: ks[0].created_at)
-        if scheme is Scheme.OPENPGP:
-            return stored.key_id, PGPSigningKey(tsk=secret, addresses=stored.addresses)
-        chain = tuple(x509.load_der_x509_certificate(c) for c in stored.chain)
-        return stored.key_id, SMIMESigningKey(
-            cert=x509.load_der_x509_certificate(stored.public_data),
-            private_key=_load_sealed_private_key(secret),
-            chain=chain,
-            addresses=stored.addresses,
-        )
+        held = max(candidates, key=lambda h: h.stored.created_at)
+        return held.stored.key_id, held.signing_key()
+
+    def _held_keys(self, user: str, scheme: Scheme) -> tuple[_HeldKey, ...]:
+        """The user's private keys of ``scheme``, newest first, unsealed;
+        held for up to ``Settings.key_cache_seconds``.
+
+        Reading and unsealing them, and loading the private key, cost
+        ~1.5 ms per Sign; held, a Sign pays for a one-row stamp query and
+        the signature (and a kept RSA key signs twice as fast as a fresh
+        one). Safe because the held keys are used only while the store's
+        stamp of the user's key rows (read before the keys were) is
+        unchanged: any import, re-import or delete, through any replica,
+        changes it, and the keys are read again. import_key/delete_key
+        through this process also drop the entry at once, and a read that
+        raced with them is not kept. What depends on the request (validity
+        dates against its time, the audit record of the key id used) is
+        still done per request. The cache is bounded (``_KEY_CACHE_MAX``)
+        and expired entries are dropped as new ones come in, so unsealed
+        keys do not linger in memory for idle users.
+        """
+        ttl = self.settings.key_cache_seconds
+        if ttl <= 0:
+            return tuple(_HeldKey(k, s) for k, s in self.store.private_keys(user, scheme))
+        slot = (user, scheme)
+        started = time.monotonic()
+        with self._key_lock:
+            entry = self._key_cache.get(slot)
+            generation = self._key_generation
+        # The store is read outside the lock: other users' requests must
+        # not wait on it. The stamp first: a change between the two reads
+        # then only makes the next request read the keys again.
+        stamp = self.store.private_keys_stamp(user, scheme)
+        if entry is not None and started - entry.loaded < ttl and entry.stamp == stamp:
+            return entry.keys
+        keys = tuple(_HeldKey(k, s) for k, s in self.store.private_keys(user, scheme))
+        with self._key_lock:
+            if generation != self._key_generation:
+                return keys  # changed here meanwhile: use once, do not keep
+            cache = self._key_cache
+            cache.pop(slot, None)
+            cache[slot] = _KeyEntry(started, stamp, keys)
+            while len(cache) > _KEY_CACHE_MAX or started - next(iter(cache.values())).loaded >= ttl:
+                cache.popitem(last=False)
+        return keys
+
+    def _keys_changed(self, owner: str) -> None:
+        """Drop the keys held for ``owner`` (all schemes), at once."""
+        with self._key_lock:
+            self._key_generation += 1
+            for slot in [s for s in self._key_cache if s[0] == owner]:
+                del self._key_cache[slot]
+        self._public.changed(owner)
 
     def sign(
         self, user: str, message: bytes, scheme: Scheme, *, opaque: bool, header_protection: bool
@@ -498,10 +658,18 @@ class Secmail:
         missing: list[str] = []
         smime: list[x509.Certificate] = []
         pgp: list[bytes] = []
-        for address in dict.fromkeys(addresses):
+        wanted = list(dict.fromkeys(addresses))
+        # One stamp read for every owner whose keys the lookups show: the
+        # sender's, each address's own, and those imported for everyone.
+        public = self._public.view(
+            scheme,
+            self.settings.public_key_cache_seconds,
+            [sender, EVERYONE, *(a for a in map(normalise_addr_spec, wanted) if a is not None)],
+        )
+        for address in wanted:
             found = [
                 k
-                for k in self.store.find_public(address, scheme, for_user=sender)
+                for k in public.find(address, for_user=sender)
                 if k.usable_for_encryption and _usable_now(k, at)
             ]
             if scheme is Scheme.OPENPGP:
@@ -563,6 +731,19 @@ class _PGPLookup:
         self._at = at
         self._imported: dict[str, PGPCandidate] | None = None
         self._from_sender: list[PGPCandidate] | None = None
+        self._view: _PublicView | None = None
+
+    def _public(self) -> _PublicView:
+        # Made on first use: a message without OpenPGP signatures reads no
+        # stamp. The imported keys' owners are stamped together; the
+        # sender's, only if iteration gets that far.
+        view = self._view
+        if view is None:
+            app = self._app
+            view = self._view = app._public.view(
+                Scheme.OPENPGP, app.settings.public_key_cache_seconds, (self._user, EVERYONE)
+            )
+        return view
 
     def __call__(self, key_id: str) -> Sequence[PGPCandidate]:
         return _LazyCandidates(self)
@@ -575,16 +756,15 @@ class _PGPLookup:
 
     def _imported_keys(self) -> dict[str, PGPCandidate]:
         if self._imported is None:
+            public = self._public()
             seen: dict[str, PGPCandidate] = {}
             for owner in (self._user, EVERYONE):
-                for k in self._app.store.list_keys(owner):
-                    if k.scheme is Scheme.OPENPGP:
-                        seen[k.key_id] = PGPCandidate(k.public_data, authenticated=True)
+                for k in public.owned(owner):
+                    seen[k.key_id] = PGPCandidate(k.public_data, authenticated=True)
             self._imported = seen
         return self._imported
 
     def _sender_keys(self) -> list[PGPCandidate]:
-        store = self._app.store
         imported = self._imported_keys()
         out: dict[str, PGPCandidate] = {}
         try:
@@ -601,7 +781,7 @@ class _PGPLookup:
         if sender is not None:
             from secmail.pgp.keys import is_certified_by
 
-            for k in store.find_public(sender, Scheme.OPENPGP, for_user=self._user):
+            for k in self._public().find(sender, for_user=self._user):
                 if k.key_id in imported or k.key_id in out:
                     continue
                 # The anchor must have certified the User ID of *this*
@@ -631,3 +811,135 @@ class _LazyCandidates(Sequence[PGPCandidate]):
     def __getitem__(self, index: slice) -> Sequence[PGPCandidate]: ...
     def __getitem__(self, index: int | slice) -> PGPCandidate | Sequence[PGPCandidate]:
         return list(self._lookup.candidates())[index]
+
+
+#: Public-key lookups a process keeps at most (see _PublicKeys); the
+#: entries loaded first are dropped first.
+_PUBLIC_CACHE_MAX = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class _PublicEntry:
+    #: time.monotonic() before the stamps were read.
+    loaded: float
+    #: The owners whose key rows make the value, and their stamps
+    #: (KeyStore.keys_stamps), read before the value.
+    owners: tuple[str, ...]
+    stamps: tuple[object, ...]
+    value: tuple[StoredKey, ...]
+
+
+class _PublicKeys:
+    """What a process read of the store's public keys, reused between
+    requests: an owner's keys of a scheme (``list_keys``: the reader's and
+    everyone's imported OpenPGP keys, on every OpenPGP Verify) and the
+    keys found for an address (``find_public``: recipients on every
+    Encrypt, a signer's From address).
+
+    Reading them costs ~0.5-0.8 ms per lookup (ORM queries, and a row per
+    key), more than the rest of a Verify. Safe because an entry is used
+    only while the store's stamps of every owner whose rows make it
+    (read before the entry was) are unchanged: an import, re-import or
+    delete of any of those owners' keys, through any replica, the admin
+    CLI or the harvester, changes a stamp, and the entry is read again.
+    A change made through this process also drops the entries at once,
+    and a read that raced with it is not kept. Entries hold public facts
+    only, never judged at a time: what depends on the request (validity
+    at its time, trust anchors, the verdict) is computed per request. The
+    cache is bounded (``_PUBLIC_CACHE_MAX``) and entries older than
+    ``Settings.public_key_cache_seconds`` are read again, and dropped as
+    new ones come in.
+    """
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, ...], _PublicEntry] = OrderedDict()
+        self._generation = 0
+
+    def view(self, scheme: Scheme, ttl: float, owners: Iterable[str]) -> _PublicView:
+        """One request's view, with the stamps of ``owners`` read now (in
+        one statement); others are read when a lookup needs them."""
+        return _PublicView(self, scheme, ttl, owners)
+
+    def changed(self, owner: str) -> None:
+        """Drop every entry made of ``owner``'s keys, at once."""
+        with self._lock:
+            self._generation += 1
+            for slot in [s for s, e in self._entries.items() if owner in e.owners]:
+                del self._entries[slot]
+
+    def _get(self, slot: tuple[str, ...]) -> tuple[_PublicEntry | None, int]:
+        with self._lock:
+            return self._entries.get(slot), self._generation
+
+    def _keep(self, slot: tuple[str, ...], entry: _PublicEntry, generation: int, ttl: float) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # changed here meanwhile: used once, not kept
+            entries = self._entries
+            entries.pop(slot, None)
+            entries[slot] = entry
+            while len(entries) > _PUBLIC_CACHE_MAX or (
+                entry.loaded - next(iter(entries.values())).loaded >= ttl
+            ):
+                entries.popitem(last=False)
+
+
+class _PublicView:
+    """The public keys one request looks up (see :class:`_PublicKeys`)."""
+
+    def __init__(self, cache: _PublicKeys, scheme: Scheme, ttl: float, owners: Iterable[str]) -> None:
+        self._cache = cache
+        self._scheme = scheme
+        self._ttl = ttl
+        self._started = time.monotonic()
+        self._stamps: dict[str, object] = {}
+        if ttl > 0:
+            self._stamp(owners)
+
+    def _stamp(self, owners: Iterable[str]) -> None:
+        missing = [o for o in dict.fromkeys(owners) if o not in self._stamps]
+        if missing:
+            self._stamps.update(self._cache._store.keys_stamps(missing, self._scheme))
+
+    def owned(self, owner: str) -> tuple[StoredKey, ...]:
+        """``owner``'s keys of the scheme, as ``KeyStore.list_keys`` lists them."""
+        store, scheme = self._cache._store, self._scheme
+        return self._lookup(
+            ("owned", scheme.value, owner),
+            (owner,),
+            lambda: tuple(k for k in store.list_keys(owner) if k.scheme is scheme),
+        )
+
+    def find(self, address: str, *, for_user: str) -> tuple[StoredKey, ...]:
+        """``KeyStore.find_public(address, scheme, for_user=for_user)``."""
+        norm = normalise_addr_spec(address)
+        if norm is None:
+            return ()  # what find_public answers, without a query
+        store, scheme = self._cache._store, self._scheme
+        # find_public's answer depends on the normalised address only, and
+        # on the key rows of the three owners it looks among.
+        return self._lookup(
+            ("find", scheme.value, norm, for_user),
+            (for_user, norm, EVERYONE),
+            lambda: tuple(store.find_public(address, scheme, for_user=for_user)),
+        )
+
+    def _lookup(
+        self, slot: tuple[str, ...], owners: tuple[str, ...], load: Callable[[], tuple[StoredKey, ...]]
+    ) -> tuple[StoredKey, ...]:
+        ttl = self._ttl
+        if ttl <= 0:
+            return load()
+        cache = self._cache
+        entry, generation = cache._get(slot)
+        # The stamps were read before this lookup (a change after them
+        # makes the next request read again), and before the load below.
+        self._stamp(owners)
+        stamps = tuple(self._stamps[o] for o in owners)
+        if entry is not None and self._started - entry.loaded < ttl and entry.stamps == stamps:
+            return entry.value
+        value = load()
+        cache._keep(slot, _PublicEntry(self._started, owners, stamps, value), generation, ttl)
+        return value

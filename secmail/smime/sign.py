@@ -8,10 +8,10 @@ canonicalised the MIME entity (RFC 8551 §3.1.1).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
@@ -53,21 +53,41 @@ def micalg_for(private_key: PrivateKeyTypes, digest: str) -> str:
 def _signing_time(value: datetime) -> bytes:
     if value.tzinfo is None:
         raise InputError("signing_time must be timezone-aware", reason=ErrorReason.INVALID_ARGUMENT)
-    value = value.astimezone(UTC).replace(microsecond=0)
+    value = value.astimezone(UTC)
     # RFC 5652 §11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
+    # Both in the DER form (X.690 §11.7-§11.8): Zulu, whole seconds, no
+    # fraction; written directly, asn1crypto's encoder costs ~40 us and
+    # gives the same octets (tests/smime/test_sign_der.py).
     if 1950 <= value.year < 2050:
-        return bytes(core.UTCTime(value).dump())
-    return bytes(core.GeneralizedTime(value).dump())
+        return alg.der_tlv(0x17, value.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return alg.der_tlv(0x18, b"%04d%s" % (value.year, value.strftime("%m%d%H%M%SZ").encode("ascii")))
 
 
 def _attribute(oid: str, value: bytes) -> bytes:
     return alg.der_sequence(alg.der_oid(oid), alg.der_set_of([value]))
 
 
+@functools.cache
 def _smime_capabilities() -> bytes:
     # RFC 8551 §2.5.2: SMIMECapabilities is a SEQUENCE (ordered by
     # preference) of capabilities; the AES identifiers take no parameters.
+    # A constant: built once per process.
     return alg.der_sequence(*(alg.der_sequence(alg.der_oid(oid)) for oid in SMIME_CAPABILITIES))
+
+
+@functools.lru_cache(maxsize=256)
+def _certificates_set(certs: tuple[x509.Certificate, ...]) -> bytes:
+    """The SignedData ``certificates [0] IMPLICIT SET OF`` for ``certs``,
+    duplicates dropped.
+
+    Memoised: the signer's certificate and chain are the same on every
+    signature a key makes, and x509.Certificate hashes and compares by its
+    DER, which alone determines the result. Bounded; public data only.
+    """
+    unique: dict[bytes, None] = {}
+    for c in certs:
+        unique.setdefault(c.public_bytes(serialization.Encoding.DER), None)
+    return alg.der_set_of(unique, tag=0xA0)
 
 
 def _check_key_matches(private_key: PrivateKeyTypes, cert: x509.Certificate) -> None:
@@ -165,17 +185,13 @@ def sign_content(
     if not detached:
         encap_parts.append(alg.der_explicit(0, alg.der_octet_string(content)))
 
-    certs: dict[bytes, None] = {}
-    for c in (cert, *chain):
-        certs.setdefault(c.public_bytes(serialization.Encoding.DER), None)
-
     signed_data = alg.der_sequence(
         # Version 1: id-data content, X.509 certificates only, sid
         # issuerAndSerialNumber (RFC 5652 §5.1).
         alg.der_integer(1),
         alg.der_set_of([digest_alg]),
         alg.der_sequence(*encap_parts),
-        alg.der_set_of(certs, tag=0xA0),  # certificates [0] IMPLICIT SET OF
+        _certificates_set((cert, *chain)),  # certificates [0] IMPLICIT SET OF
         alg.der_set_of([signer_info]),
     )
     return alg.der_sequence(alg.der_oid(alg.OID_SIGNED_DATA), alg.der_explicit(0, signed_data))

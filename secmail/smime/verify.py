@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import exceptions as crypto_exceptions
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
@@ -32,8 +32,11 @@ from cryptography.x509.oid import NameOID
 from secmail.context import VerifyContext
 from secmail.errors import InputError, UnsupportedAlgorithmError
 from secmail.mime.addresses import normalise_addr_spec
+from secmail.smime import _certs
 from secmail.smime import algorithms as alg
+from secmail.smime._certs import MessageCert as _MessageCert
 from secmail.trust import path as trust_path
+from secmail.trust._lru import BoundedLRU
 from secmail.verdict import ChainCertificate, Reason, Scheme, SignerResult
 
 logger = logging.getLogger(__name__)
@@ -60,23 +63,6 @@ class _SignerStopError(Exception):
 
 
 @dataclass(slots=True)
-class _MessageCert:
-    cert: x509.Certificate
-    asn1: asn1_x509.Certificate
-
-    @property
-    def fingerprint(self) -> str:
-        return self.cert.fingerprint(hashes.SHA256()).hex()
-
-    def subject_key_identifier(self) -> bytes | None:
-        try:
-            ext = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        except (x509.ExtensionNotFound, ValueError):
-            return None
-        return ext.value.digest
-
-
-@dataclass(slots=True)
 class _SignerFacts:
     claimed_key_id: str = ""
     cert: _MessageCert | None = None
@@ -91,7 +77,7 @@ def verify_signed_data(der: bytes, *, detached_content: bytes | None, ctx: Verif
     ``detached_content`` is the signed content of a multipart/signed message
     (the first part's exact bytes) or None for opaque signed-data.
     """
-    signed_data, econtent_type, econtent, certs = _parse(der)
+    signer_infos, econtent_type, econtent, certs = _parse(der)
 
     content: bytes | None
     content_problem: Reason | None = None
@@ -106,13 +92,9 @@ def verify_signed_data(der: bytes, *, detached_content: bytes | None, ctx: Verif
     else:
         content, content_problem = None, Reason.MALFORMED_SIGNATURE
 
-    try:
-        signer_infos = list(signed_data["signer_infos"])
-    except _PARSE_ERRORS as exc:
-        raise InputError("unreadable CMS SignerInfos") from exc
-
     results = tuple(
-        _evaluate_signer(si, content, content_problem, econtent_type, certs, ctx) for si in signer_infos
+        _evaluate_signer(si, head, content, content_problem, econtent_type, certs, ctx)
+        for si, head in signer_infos
     )
     return SignedDataResult(
         signers=results,
@@ -122,7 +104,44 @@ def verify_signed_data(der: bytes, *, detached_content: bytes | None, ctx: Verif
 
 
 # --- parsing -------------------------------------------------------------------------------
-def _parse(der: bytes) -> tuple[cms.SignedData, str, bytes | None, list[_MessageCert]]:
+@dataclass(frozen=True, slots=True)
+class _Sid:
+    """What a SignerIdentifier names (RFC 5652 §5.3)."""
+
+    by_issuer: bool
+    #: issuerAndSerialNumber: the issuer Name's DER and the serial number.
+    issuer_der: bytes = b""
+    serial: int = 0
+    #: subjectKeyIdentifier.
+    ski: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class _Attribute:
+    """A signed attribute (RFC 5652 §5.3), as far as secmail reads it."""
+
+    oid: str
+    #: For the interpreted attributes, what each value reads as: contentType
+    #: the dotted OID (None: not an OID), messageDigest and signingTime
+    #: asn1crypto's native value. Empty for the others.
+    values: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _SignerHead:
+    """What is read from a SignerInfo before its evaluation."""
+
+    sid: _Sid
+    digest_oid: str
+    signature_oid: str
+    #: None when the SignerInfo has no signed attributes.
+    attributes: tuple[_Attribute, ...] | None
+
+
+_SignerInfos = list[tuple[cms.SignerInfo, _SignerHead]]
+
+
+def _parse(der: bytes) -> tuple[_SignerInfos, str, bytes | None, list[_MessageCert]]:
     try:
         info = cms.ContentInfo.load(bytes(der), strict=True)
         if info["content_type"].dotted != alg.OID_SIGNED_DATA:
@@ -133,16 +152,15 @@ def _parse(der: bytes) -> tuple[cms.SignedData, str, bytes | None, list[_Message
         # Parse everything that is evaluated below now, so broken ASN.1 is an
         # InputError here and not a surprise halfway through the signers.
         signed_data["version"].native  # noqa: B018
-        signed_data["digest_algorithms"].native  # noqa: B018
-        for signer_info in signed_data["signer_infos"]:
-            _parse_signer_info(signer_info)
+        _derived("SignedData.digestAlgorithms", signed_data["digest_algorithms"], _read_fully)
+        signer_infos = [(si, _parse_signer_info(si)) for si in signed_data["signer_infos"]]
         econtent_type, econtent = _encapsulated_content(signed_data)
         certs = _message_certificates(signed_data)
     except InputError:
         raise
     except _PARSE_ERRORS as exc:
         raise InputError("unreadable CMS SignedData") from exc
-    return signed_data, econtent_type, econtent, certs
+    return signer_infos, econtent_type, econtent, certs
 
 
 class _EncapsulatedContentInfo(core.Sequence):
@@ -155,8 +173,21 @@ class _EncapsulatedContentInfo(core.Sequence):
     ]
 
 
+#: An EncapsulatedContentInfo up to this size is remembered by its bytes
+#: (a detached signature's is a dozen bytes; larger ones carry content).
+_SMALL_ENCAP = 512
+
+
 def _encapsulated_content(signed_data: cms.SignedData) -> tuple[str, bytes | None]:
-    raw = bytes(signed_data["encap_content_info"].dump())
+    value = signed_data["encap_content_info"]
+    received = _received_encoding(value)
+    if received is not None and len(received) <= _SMALL_ENCAP:
+        return _derived("SignedData.encapContentInfo", value, _read_encapsulated_content)
+    return _read_encapsulated_content(value)
+
+
+def _read_encapsulated_content(value: cms.EncapsulatedContentInfo) -> tuple[str, bytes | None]:
+    raw = bytes(value.dump())
     encap = _EncapsulatedContentInfo.load(raw)
     value = encap["content"]
     if isinstance(value, core.Void):
@@ -171,18 +202,164 @@ def _encapsulated_content(signed_data: cms.SignedData) -> tuple[str, bytes | Non
 _INTERPRETED_ATTRIBUTES = frozenset({alg.OID_CONTENT_TYPE, alg.OID_MESSAGE_DIGEST, alg.OID_SIGNING_TIME})
 
 
-def _parse_signer_info(signer_info: cms.SignerInfo) -> None:
+def _parse_signer_info(signer_info: cms.SignerInfo) -> _SignerHead:
     """Parse the parts of a SignerInfo that are evaluated. Other attributes'
     values stay opaque: asn1crypto's idea of e.g. an ESS security label must
     not make a message unreadable (RFC 4134 §4.10 carries such labels)."""
-    for name in ("version", "sid", "digest_algorithm", "signature_algorithm", "signature"):
-        signer_info[name].native  # noqa: B018
+    signer_info["version"].native  # noqa: B018
+    sid = _derived("SignerInfo.sid", signer_info["sid"], _read_sid)
+    digest_oid = _derived("SignerInfo.digestAlgorithm", signer_info["digest_algorithm"], _read_algorithm)
+    signature_oid = _derived(
+        "SignerInfo.signatureAlgorithm", signer_info["signature_algorithm"], _read_algorithm
+    )
+    signer_info["signature"].native  # noqa: B018
     signed_attrs = signer_info["signed_attrs"]
-    if isinstance(signed_attrs, core.Void):
-        return
-    for attribute in signed_attrs:
-        if attribute["type"].dotted in _INTERPRETED_ATTRIBUTES:
-            attribute["values"].native  # noqa: B018
+    attributes: tuple[_Attribute, ...] | None = None
+    if not isinstance(signed_attrs, core.Void):
+        attributes = tuple(_read_signed_attribute(attribute) for attribute in signed_attrs)
+    return _SignerHead(sid, digest_oid, signature_oid, attributes)
+
+
+def _read_signed_attribute(attribute: cms.CMSAttribute) -> _Attribute:
+    raw = _received_encoding(attribute)
+    if raw is not None:
+        quick = _quick_attribute(raw)
+        if quick is not None:
+            return quick
+    return _derived("SignerInfo.signedAttrs[]", attribute, _read_attribute, keep=_worth_keeping)
+
+
+_MESSAGE_DIGEST_TYPE = bytes.fromhex("06092a864886f70d010904")  # OID 1.2.840.113549.1.9.4
+_SIGNING_TIME_TYPE = bytes.fromhex("06092a864886f70d010905")  # OID 1.2.840.113549.1.9.5
+
+
+def _quick_attribute(raw: bytes) -> _Attribute | None:
+    """What :func:`_read_attribute` reads from ``raw``, for the two
+    attributes each message has its own of (messageDigest, signingTime as
+    UTCTime), when they are encoded the plain way; None for anything else.
+
+    The plain way, byte by byte: SEQUENCE (30, short length) { the OID
+    (06 09 ...), SET (31, short length) { one OCTET STRING (04) or UTCTime
+    (17), primitive, short length } }, every length exact. asn1crypto reads
+    such octets as exactly this (the time itself is still read by it), and
+    reading them through a CMSAttribute costs ~15-20 µs each.
+    """
+    size = len(raw)
+    # Short-form lengths only: with size <= 129 every length octet that
+    # matches below is < 0x80, so none can be a long-form length prefix.
+    if (
+        not 17 <= size <= 129
+        or raw[0] != 0x30
+        or raw[1] != size - 2
+        or raw[13] != 0x31
+        or raw[14] != size - 15
+    ):
+        return None
+    value = raw[15:]
+    if value[1] != len(value) - 2:
+        return None
+    kind = raw[2:13]
+    if kind == _MESSAGE_DIGEST_TYPE and value[0] == 0x04:
+        return _Attribute(alg.OID_MESSAGE_DIGEST, (value[2:],))
+    if kind == _SIGNING_TIME_TYPE and value[0] == 0x17:
+        return _Attribute(alg.OID_SIGNING_TIME, (core.UTCTime.load(value).native,))
+    return None
+
+
+def _read_attribute(attribute: cms.CMSAttribute) -> _Attribute:
+    oid = str(attribute["type"].dotted)
+    if oid not in _INTERPRETED_ATTRIBUTES:
+        return _Attribute(oid)
+    values = attribute["values"]
+    values.native  # noqa: B018 - raises on broken ASN.1
+    if oid == alg.OID_CONTENT_TYPE:
+        return _Attribute(
+            oid, tuple(v.dotted if isinstance(v, core.ObjectIdentifier) else None for v in values)
+        )
+    return _Attribute(oid, tuple(v.native for v in values))
+
+
+def _worth_keeping(attribute: _Attribute) -> bool:
+    # A message's digest and signing time are its own: keeping them would
+    # only push out what other messages repeat.
+    return attribute.oid not in (alg.OID_MESSAGE_DIGEST, alg.OID_SIGNING_TIME)
+
+
+def _read_fully(value: core.Asn1Value) -> None:
+    value.native  # noqa: B018 - raises on broken ASN.1
+
+
+def _read_sid(sid: cms.SignerIdentifier) -> _Sid:
+    sid.native  # noqa: B018 - raises on broken ASN.1
+    if sid.name == "issuer_and_serial_number":
+        wanted = sid.chosen
+        return _Sid(
+            by_issuer=True, issuer_der=bytes(wanted["issuer"].dump()), serial=wanted["serial_number"].native
+        )
+    return _Sid(by_issuer=False, ski=bytes(sid.chosen.native))
+
+
+def _read_algorithm(value: algos.DigestAlgorithm | algos.SignedDigestAlgorithm) -> str:
+    value.native  # noqa: B018 - raises on broken ASN.1
+    return str(value["algorithm"].dotted)
+
+
+#: What was read from received encodings, by (kind, exact octets). Reading
+#: a part of a message is a pure function of its asn1crypto type and its
+#: octets, so the result of reading the same octets again is known: a
+#: correspondent's messages repeat their SignerIdentifier, algorithm
+#: identifiers and certificates, and reading them costs more than checking
+#: the signature (a Name alone, ~0.1 ms). Only results are kept (plain
+#: values, never asn1crypto objects); a read that raises is not kept, so
+#: broken input raises every time. Bounded (LRU) in entries and in bytes.
+_derived_memo: BoundedLRU[tuple[object]] = BoundedLRU(2048, 16 << 20, max_entry_weight=256 << 10)
+
+_T = TypeVar("_T")
+_V = TypeVar("_V", bound=core.Asn1Value)
+
+
+def _derived(
+    kind: str, value: _V, read: Callable[[_V], _T], *, keep: Callable[[_T], bool] | None = None
+) -> _T:
+    """``read(value)``, once per distinct encoding of ``value``.
+
+    ``kind`` names both the field (hence the asn1crypto type ``value`` was
+    parsed as) and ``read``: each call site passes its own. ``keep`` may
+    decline to remember a result.
+    """
+    raw = _received_encoding(value)
+    if raw is None:
+        return read(value)
+    key = (kind, raw)
+    found = _derived_memo.get(key)
+    if found is not None:
+        return cast("_T", found[0])
+    result = read(value)
+    if keep is None or keep(result):
+        # The key holds the octets, the result at most as many again
+        # (the certificates of a CertificateSet).
+        _derived_memo.put(key, (result,), 2 * len(raw) + 256)
+    return result
+
+
+def _received_encoding(value: core.Asn1Value) -> bytes | None:
+    """The exact octets ``value`` was parsed from (tag, length, contents,
+    end-of-contents), or None when they cannot be told.
+
+    asn1crypto (pinned at 1.5.1) keeps them as ``_header``, ``contents``
+    and ``_trailer``; ``dump()`` is not used because it re-encodes BER. An
+    untagged CHOICE keeps them on the alternative it chose.
+    """
+    if isinstance(value, core.Choice):
+        if value.explicit is not None:
+            return None
+        value = value.chosen
+    header = getattr(value, "_header", None)
+    contents = value.contents
+    trailer = getattr(value, "_trailer", None)
+    if not isinstance(header, bytes) or not isinstance(contents, bytes) or not isinstance(trailer, bytes):
+        return None
+    return header + contents + trailer
 
 
 def _message_certificates(signed_data: cms.SignedData) -> list[_MessageCert]:
@@ -190,23 +367,25 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_MessageCert]:
     cert_set = signed_data["certificates"]
     if isinstance(cert_set, core.Void):
         return found
-    for choice in cert_set:
-        if choice.name != "certificate":
-            continue  # attribute certificates and "other" formats: not signers
-        der = bytes(choice.chosen.dump())
-        try:
-            cert = x509.load_der_x509_certificate(der)
-        except ValueError:
+    for der in _derived("SignedData.certificates", cert_set, _certificate_ders):
+        cert = _certs.message_cert(der)
+        if cert is None:
             # cryptography refuses some certificates asn1crypto reads; such a
             # certificate cannot be a verified signer, so it is left out.
             continue
-        found.append(_MessageCert(cert=cert, asn1=choice.chosen))
+        found.append(cert)
     return found
+
+
+def _certificate_ders(cert_set: cms.CertificateSet) -> tuple[bytes, ...]:
+    # Attribute certificates and "other" formats are not signers: left out.
+    return tuple(bytes(choice.chosen.dump()) for choice in cert_set if choice.name == "certificate")
 
 
 # --- one signer ---------------------------------------------------------------------------------
 def _evaluate_signer(
     signer_info: cms.SignerInfo,
+    head: _SignerHead,
     content: bytes | None,
     content_problem: Reason | None,
     econtent_type: str,
@@ -216,7 +395,7 @@ def _evaluate_signer(
     facts = _SignerFacts()
     try:
         try:
-            _check_signer(signer_info, content, content_problem, econtent_type, certs, ctx, facts)
+            _check_signer(signer_info, head, content, content_problem, econtent_type, certs, ctx, facts)
         except UnsupportedAlgorithmError as exc:
             raise _SignerStopError(Reason.UNSUPPORTED_ALGORITHM) from exc
         except _PARSE_ERRORS as exc:
@@ -241,12 +420,7 @@ def _evaluate_signer(
             facts.cert.cert, [c.cert for c in certs], ctx.trust, at=ctx.at, policy=ctx.policy
         )
         facts.reasons.extend(path.reasons)
-        chain = tuple(
-            ChainCertificate(
-                fingerprint=c.fingerprint(hashes.SHA256()).hex(), subject=c.subject.rfc4514_string()
-            )
-            for c in path.chain
-        )
+        chain = tuple(_certs.chain_certificate(c) for c in path.chain)
     except Exception:
         # A path validator that cannot decide must not let a signer look
         # trusted: fail closed to UNTRUSTED_CHAIN.
@@ -261,7 +435,7 @@ def _evaluate_signer(
         scheme=Scheme.SMIME,
         crypto_valid=True,
         reasons=tuple(dict.fromkeys(facts.reasons)),
-        verified_addresses=_addresses(facts.cert.cert),
+        verified_addresses=facts.cert.addresses(_addresses),
         fingerprint=facts.cert.fingerprint,
         claimed_key_id=facts.claimed_key_id,
         claimed_signing_time=signing_time,
@@ -272,6 +446,7 @@ def _evaluate_signer(
 
 def _check_signer(
     signer_info: cms.SignerInfo,
+    head: _SignerHead,
     content: bytes | None,
     content_problem: Reason | None,
     econtent_type: str,
@@ -281,8 +456,8 @@ def _check_signer(
 ) -> None:
     """Fill ``facts``; raise _SignerStopError with the reason that ends the evaluation."""
     sid = signer_info["sid"]
-    candidates = _matching_certs(sid, certs)
-    facts.claimed_key_id = _claimed_key_id(sid, candidates)
+    candidates = _matching_certs(head.sid, sid, certs)
+    facts.claimed_key_id = _claimed_key_id(head.sid, sid, candidates)
     if content_problem is not None:
         raise _SignerStopError(content_problem)
     assert content is not None
@@ -290,10 +465,9 @@ def _check_signer(
         raise _SignerStopError(Reason.SIGNER_KEY_MISSING)
     facts.cert = candidates[0]
 
-    digest_oid = signer_info["digest_algorithm"]["algorithm"].dotted
-    digest_name = alg.DIGEST_NAMES.get(digest_oid)
+    digest_name = alg.DIGEST_NAMES.get(head.digest_oid)
     sig_alg = signer_info["signature_algorithm"]
-    sig_oid = sig_alg["algorithm"].dotted
+    sig_oid = head.signature_oid
     spec = alg.SIGNATURE_ALGORITHMS.get(sig_oid)
     facts.algorithm = sig_oid
     if digest_name is None or spec is None:
@@ -302,7 +476,7 @@ def _check_signer(
     family = spec.family
     pss: padding.PSS | None = None
     if family is alg.SigFamily.RSA_PSS:
-        pss_params = _pss_parameters(sig_alg)
+        pss_params = _derived("SignerInfo.signatureAlgorithm/pss", sig_alg, _pss_parameters)
         if pss_params is None:
             raise _SignerStopError(Reason.UNSUPPORTED_ALGORITHM)
         sig_hash, pss = pss_params
@@ -314,25 +488,25 @@ def _check_signer(
     if family in alg.REFUSED_SIGNATURE_FAMILIES:
         raise _SignerStopError(Reason.UNSUPPORTED_ALGORITHM)
 
-    signed_attrs = signer_info["signed_attrs"]
-    if isinstance(signed_attrs, core.Void):
+    attributes = head.attributes
+    if attributes is None:
         # RFC 5652 §5.3: attributes are mandatory unless the content is id-data.
         if econtent_type != alg.OID_DATA:
             raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
         signed_bytes = content
     else:
-        _check_signed_attributes(signed_attrs, digest_name, econtent_type, content, facts)
+        _check_signed_attributes(attributes, digest_name, econtent_type, content, facts)
         # RFC 5652 §5.4: the signature covers the attributes' DER under the
         # SET OF tag, not the [0] IMPLICIT tag they travel with. The received
         # octets are used as they are (they MUST already be DER).
-        signed_bytes = alg.der_tlv(0x31, bytes(signed_attrs.contents))
+        signed_bytes = alg.der_tlv(0x31, bytes(signer_info["signed_attrs"].contents))
 
     signature = bytes(signer_info["signature"].native)
     verified: _MessageCert | None = None
     unsupported_key = False
     for candidate in candidates:
         try:
-            public_key = candidate.cert.public_key()
+            public_key = candidate.public_key()
         except (ValueError, crypto_exceptions.UnsupportedAlgorithm):
             unsupported_key = True
             continue
@@ -346,13 +520,13 @@ def _check_signer(
 
     weak = False
     eddsa = family in (alg.SigFamily.ED25519, alg.SigFamily.ED448)
-    if not isinstance(signed_attrs, core.Void) or not eddsa:
+    if attributes is not None or not eddsa:
         # RFC 8419 §3.1 fixes SHAKE256 for Ed448; it is not the policy's choice.
         if not (family is alg.SigFamily.ED448 and digest_name == "shake256"):
             weak |= alg.is_weak_digest(digest_name, ctx.policy.algorithms)
     if sig_hash is not None:
         weak |= alg.is_weak_digest(sig_hash, ctx.policy.algorithms)
-    key = verified.cert.public_key()
+    key = verified.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < ctx.policy.algorithms.min_rsa_bits:
         weak = True
     if weak:
@@ -360,15 +534,15 @@ def _check_signer(
 
 
 def _check_signed_attributes(
-    signed_attrs: cms.CMSAttributes,
+    attributes: Sequence[_Attribute],
     digest_name: str,
     econtent_type: str,
     content: bytes,
     facts: _SignerFacts,
 ) -> None:
-    values: dict[str, list[core.Asn1Value]] = {}
-    for attribute in signed_attrs:
-        oid = attribute["type"].dotted
+    values: dict[str, tuple[object, ...]] = {}
+    for attribute in attributes:
+        oid = attribute.oid
         if oid == alg.OID_COUNTER_SIGNATURE:
             raise _SignerStopError(Reason.MALFORMED_SIGNATURE)  # RFC 5652 §11.4: unsigned only
         if oid not in _INTERPRETED_ATTRIBUTES:
@@ -377,7 +551,7 @@ def _check_signed_attributes(
         # are single-valued and appear at most once.
         if oid in values:
             raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
-        values[oid] = list(attribute["values"])
+        values[oid] = attribute.values
 
     times = values.get(alg.OID_SIGNING_TIME)
     if times is not None:
@@ -390,19 +564,18 @@ def _check_signed_attributes(
     if content_types is None or digests is None or len(content_types) != 1 or len(digests) != 1:
         raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
     content_type = content_types[0]
-    if not isinstance(content_type, core.ObjectIdentifier):
+    if content_type is None:
         raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
-    if content_type.dotted != econtent_type:
+    if content_type != econtent_type:
         raise _SignerStopError(Reason.BAD_SIGNATURE)
-    message_digest = digests[0].native
+    message_digest = digests[0]
     if not isinstance(message_digest, bytes):
         raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
     if not hmac.compare_digest(message_digest, alg.digest(digest_name, content)):
         raise _SignerStopError(Reason.BAD_SIGNATURE)
 
 
-def _as_utc(value: core.Asn1Value) -> datetime | None:
-    native = value.native
+def _as_utc(native: object) -> datetime | None:
     if not isinstance(native, datetime):
         raise _SignerStopError(Reason.MALFORMED_SIGNATURE)
     if native.tzinfo is None:
@@ -459,34 +632,32 @@ def _signature_holds(
 
 
 # --- identities ------------------------------------------------------------------------------
-def _matching_certs(sid: cms.SignerIdentifier, certs: Sequence[_MessageCert]) -> list[_MessageCert]:
-    if sid.name == "issuer_and_serial_number":
-        wanted = sid.chosen
-        issuer = wanted["issuer"]
-        serial = wanted["serial_number"].native
-        # Byte-equal DER first: asn1crypto's semantic Name comparison runs
-        # LDAP string preparation and costs ~0.2 ms per certificate.
-        issuer_der = issuer.dump()
-        return [
-            c
-            for c in certs
-            if c.asn1.serial_number == serial
-            and (c.asn1.issuer.dump() == issuer_der or c.asn1.issuer == issuer)
-        ]
-    ski = bytes(sid.chosen.native)
-    return [c for c in certs if c.subject_key_identifier() == ski]
+def _matching_certs(
+    named: _Sid, sid: cms.SignerIdentifier, certs: Sequence[_MessageCert]
+) -> list[_MessageCert]:
+    if named.by_issuer:
+        return [c for c in certs if _issued_as(c, named, sid)]
+    return [c for c in certs if c.subject_key_identifier() == named.ski]
 
 
-def _claimed_key_id(sid: cms.SignerIdentifier, candidates: Sequence[_MessageCert]) -> str:
+def _issued_as(cert: _MessageCert, named: _Sid, sid: cms.SignerIdentifier) -> bool:
+    cert_issuer_der, cert_serial = cert.issuer_and_serial()
+    if cert_serial != named.serial:
+        return False
+    # Byte-equal DER first: asn1crypto's semantic Name comparison runs
+    # LDAP string preparation and costs ~0.2 ms per certificate.
+    return cert_issuer_der == named.issuer_der or cert.asn1().issuer == sid.chosen["issuer"]
+
+
+def _claimed_key_id(named: _Sid, sid: cms.SignerIdentifier, candidates: Sequence[_MessageCert]) -> str:
     """``issuer=<RFC 4514>;serial=<hex>`` or ``ski=<hex>``, as the signer named itself."""
-    if sid.name == "issuer_and_serial_number":
-        serial = sid.chosen["serial_number"].native
+    if named.by_issuer:
         if candidates:
-            issuer = candidates[0].cert.issuer.rfc4514_string()
+            issuer = candidates[0].issuer_rfc4514()
         else:
             issuer = _rfc4514(sid.chosen["issuer"])
-        return f"issuer={issuer};serial={serial:x}"
-    return f"ski={bytes(sid.chosen.native).hex()}"
+        return f"issuer={issuer};serial={named.serial:x}"
+    return f"ski={named.ski.hex()}"
 
 
 def _rfc4514(name: asn1_x509.Name) -> str:

@@ -24,7 +24,7 @@ e-mail address.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +42,8 @@ from cryptography.x509.verification import (
 
 from secmail.policy import AlgorithmPolicy, RevocationMode
 from secmail.trust import _checks, _webpki
+from secmail.trust._lru import der_weight
+from secmail.trust._pathcache import PathCache
 from secmail.trust.revocation import RevocationChecker, chain_revocation_reasons
 from secmail.verdict import Reason
 
@@ -115,10 +117,22 @@ def as_utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def evaluate(request: Request) -> Evaluation:
-    """Validate ``request.leaf`` and name what is wrong (nothing: no reasons)."""
+def evaluate(request: Request, *, cache: PathCache | None = None) -> Evaluation:
+    """Validate ``request.leaf`` and name what is wrong (nothing: no reasons).
+
+    With ``cache``, a path accepted cleanly before for the same request is
+    reused while no certificate's validity status differs at
+    ``request.at`` (see ``secmail.trust._pathcache``); revocation is
+    always judged at ``request.at``.
+    """
     if not request.anchors:
         return Evaluation((), (Reason.UNTRUSTED_CHAIN,), "no trust anchors")
+    key: tuple[Hashable, ...] | None = None
+    if cache is not None:
+        key = _cache_key(request)
+        cached = cache.get(key, request.at)
+        if cached is not None:
+            return _with_revocation(request, cached, [], ["valid"])
     # Building a Store is cheap (about 0.5 µs per certificate), cheaper than
     # hashing the anchors to look a cached one up; and nothing that depends
     # on the validation time may be cached.
@@ -129,7 +143,16 @@ def evaluate(request: Request) -> Evaluation:
 
     outcome = _attempt(request, store, at, strict)
     if not isinstance(outcome, VerificationError):
-        return _accepted(request, outcome, (), "valid")
+        valid = tuple(outcome)
+        found, notes = _added_checks(request, valid, (), "valid")
+        if cache is not None and key is not None and not found:
+            # The verifier was given exactly these certificates.
+            everything = (request.leaf, *request.pool, *request.anchors)
+            # The leaf and the message's certificates may live only here;
+            # anchors and trust-store intermediates are the snapshot's.
+            weight = der_weight(request.leaf, *request.pool)
+            cache.put(key, valid, everything, at, _cache_pins(request), weight=weight)
+        return _with_revocation(request, valid, found, notes)
     refusal = f"refused at the validation time: {outcome}"
 
     # Each question below costs a full verification, and the certificates
@@ -169,6 +192,44 @@ def evaluate(request: Request) -> Evaluation:
     return Evaluation((), (Reason.UNTRUSTED_CHAIN,), refusal)
 
 
+def _cache_key(request: Request) -> tuple[Hashable, ...]:
+    """Everything but the time that the verifier and ``_added_checks`` read.
+
+    Objects count by identity: a trust snapshot's certificates (see
+    ``secmail.trust.interned``), the message certificates of
+    ``secmail.smime``'s parse cache, the checkers, the usage and the
+    policy's algorithms are the same objects from one message to the next,
+    and comparing them by identity costs nothing where hashing a trust
+    store would. The entry pins them (``_cache_pins``), so their ids cannot
+    be reused meanwhile. The key holds only ints, strings and None, whose
+    hashing runs no Python code (see ``secmail.trust._lru``).
+    """
+    return (
+        id(request.leaf),
+        tuple(map(id, request.pool)),
+        tuple(map(id, request.anchors)),
+        id(request.usage),
+        id(request.server_subject),
+        request.email,
+        request.max_depth,
+        tuple(map(id, request.checkers)),
+        request.revocation.value,
+        id(request.algorithms),
+    )
+
+
+def _cache_pins(request: Request) -> tuple[object, ...]:
+    return (
+        request.leaf,
+        request.pool,
+        request.anchors,
+        request.usage,
+        request.server_subject,
+        request.checkers,
+        request.algorithms,
+    )
+
+
 def _accepted(
     request: Request,
     chain: Sequence[x509.Certificate],
@@ -176,6 +237,18 @@ def _accepted(
     detail: str,
 ) -> Evaluation:
     """Add the checks cryptography does not make to a path it accepted."""
+    found, notes = _added_checks(request, chain, reasons, detail)
+    return _with_revocation(request, chain, found, notes)
+
+
+def _added_checks(
+    request: Request,
+    chain: Sequence[x509.Certificate],
+    reasons: tuple[Reason, ...],
+    detail: str,
+) -> tuple[list[Reason], list[str]]:
+    """The checks cryptography does not make, but revocation: none of them
+    depends on the validation time."""
     found = list(reasons)
     notes = [detail]
     if request.email is not None and not _checks.email_matches(request.email, _checks.san_emails(chain[0])):
@@ -194,6 +267,16 @@ def _accepted(
     ):
         found.append(Reason.WEAK_ALGORITHM)
         notes.append("weak algorithm under the policy")
+    return found, notes
+
+
+def _with_revocation(
+    request: Request,
+    chain: Sequence[x509.Certificate],
+    found: list[Reason],
+    notes: list[str],
+) -> Evaluation:
+    """Add revocation, judged at the request's time, to a path's findings."""
     revocation = chain_revocation_reasons(chain, request.checkers, at=request.at, mode=request.revocation)
     if revocation:
         found.extend(revocation)

@@ -21,7 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from secmail.context import TrustContext
 from secmail.policy import AlgorithmPolicy, RevocationMode, VerificationPolicy
 from secmail.trust import _engine
-from secmail.trust.revocation import CRLChecker, RevocationChecker
+from secmail.trust._lru import BoundedLRU, der_weight
+from secmail.trust._pathcache import PathCache
+from secmail.trust.revocation import CRLChecker, RevocationChecker, shared_crl_checker
 from secmail.verdict import Reason
 
 __all__ = ["ChainOutcome", "PathResult", "validate_chain", "validate_email_signer"]
@@ -54,6 +56,12 @@ class ChainOutcome:
     detail: str
 
 
+#: Paths :func:`validate_email_signer` found, reused within their
+#: validity window (see ``secmail.trust._pathcache``): a correspondent's
+#: messages all carry the same certificates.
+SIGNER_PATHS = PathCache(maxsize=512)
+
+
 def validate_email_signer(
     cert: x509.Certificate,
     extra_certs: Sequence[x509.Certificate],
@@ -79,15 +87,17 @@ def validate_email_signer(
     try:
         request = _engine.Request(
             leaf=cert,
-            pool=_pool(cert, (*extra_certs, *trust.intermediates)),
-            anchors=tuple(dict.fromkeys(trust.anchors)),
+            pool=_signer_pool(cert, extra_certs, trust.intermediates),
+            anchors=_distinct(trust.anchors).certs,
             at=_engine.as_utc(at),
             usage=_engine.SMIME_SIGNING_USAGE,
-            checkers=(CRLChecker(trust.crls), *trust.checkers),
+            # One checker per trust snapshot's CRLs: its memoised CRL
+            # signature checks then serve every message.
+            checkers=(shared_crl_checker(trust.crls), *trust.checkers),
             revocation=RevocationMode.HARD_FAIL if hard else RevocationMode.SOFT_FAIL,
             algorithms=policy.algorithms,
         )
-        evaluation = _engine.evaluate(request)
+        evaluation = _engine.evaluate(request, cache=SIGNER_PATHS)
     except Exception:
         # Fail closed: an input that trips the machinery is not trusted.
         return PathResult((), (Reason.UNTRUSTED_CHAIN,))
@@ -184,6 +194,81 @@ def validate_chain(
 
 def _pool(leaf: x509.Certificate, certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
     return tuple(cert for cert in dict.fromkeys(certs) if cert != leaf)
+
+
+@dataclass(frozen=True, slots=True)
+class _Distinct:
+    #: The certificates without repeats (by value), first occurrences kept.
+    certs: tuple[x509.Certificate, ...]
+    #: Each of ``certs`` by itself, to find the one equal to another object.
+    by_value: dict[x509.Certificate, x509.Certificate]
+    #: The objects the memo key names by id, kept alive with the entry.
+    pinned: tuple[x509.Certificate, ...]
+
+
+#: Trust-store certificate lists, by the ids of their objects: a trust
+#: snapshot's are few, and live as long as the snapshot does.
+_distinct_memo: BoundedLRU[_Distinct] = BoundedLRU(16, 16)
+
+
+def _distinct(certs: Sequence[x509.Certificate]) -> _Distinct:
+    """``dict.fromkeys(certs)``, memoised by the identities of ``certs``.
+
+    Comparing certificates by value hashes their DER: ~1.5 µs each, which
+    for a trust store of a few hundred certificates would be paid on every
+    message. A trust snapshot hands out the same objects until it changes
+    (``secmail.trust.interned``), so the result is kept per tuple of object
+    ids (the entry pins the objects: their ids cannot be reused while it
+    exists). Bounded (LRU).
+    """
+    key = tuple(map(id, certs))
+    found = _distinct_memo.get(key)
+    if found is not None:
+        return found
+    distinct = tuple(dict.fromkeys(certs))  # keeps each first occurrence
+    return _distinct_memo.put(key, _Distinct(distinct, {cert: cert for cert in distinct}, tuple(certs)))
+
+
+#: Path candidates by the ids of (leaf, message certificates, trust-store
+#: intermediates), with those objects pinned. Bounded in entries and in the
+#: DER size of the message certificates kept alive.
+_pool_memo: BoundedLRU[tuple[object, tuple[x509.Certificate, ...]]] = BoundedLRU(256, 8 << 20)
+
+
+def _signer_pool(
+    leaf: x509.Certificate,
+    message_certs: Sequence[x509.Certificate],
+    trusted: Sequence[x509.Certificate],
+) -> tuple[x509.Certificate, ...]:
+    """``_pool(leaf, (*message_certs, *trusted))``, memoised by the
+    identities of its inputs (pinned by the entry, as in :func:`_distinct`):
+    a correspondent's messages bring the same certificate objects (see
+    ``secmail.smime._certs``)."""
+    key = (id(leaf), tuple(map(id, message_certs)), tuple(map(id, trusted)))
+    found = _pool_memo.get(key)
+    if found is not None:
+        return found[1]
+    pool = _compute_signer_pool(leaf, message_certs, trusted)
+    pins = (leaf, tuple(message_certs), tuple(trusted))
+    _pool_memo.put(key, (pins, pool), der_weight(leaf, *message_certs))
+    return pool
+
+
+def _compute_signer_pool(
+    leaf: x509.Certificate,
+    message_certs: Sequence[x509.Certificate],
+    trusted: Sequence[x509.Certificate],
+) -> tuple[x509.Certificate, ...]:
+    """``_pool(leaf, (*message_certs, *trusted))`` without hashing every
+    certificate of ``trusted`` (a trust snapshot's intermediates) again."""
+    known = _distinct(trusted)
+    first = tuple(cert for cert in dict.fromkeys(message_certs) if cert != leaf)
+    # A trusted certificate equal to the leaf or to a message certificate
+    # is left out, as dict.fromkeys over the concatenation would.
+    shadowed = {id(same) for cert in (leaf, *first) if (same := known.by_value.get(cert)) is not None}
+    if not shadowed:
+        return (*first, *known.certs)
+    return (*first, *(cert for cert in known.certs if id(cert) not in shadowed))
 
 
 def _usage(

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from secmail.policy import RevocationMode
+from secmail.trust._lru import BoundedLRU, der_weight
 from secmail.trust.cache import MemoryCache, RevocationCache, utc_now
 from secmail.trust.fetch import Fetcher, FetchError
 from secmail.verdict import Reason
@@ -42,6 +43,7 @@ __all__ = [
     "chain_revocation_reasons",
     "chain_revocation_statuses",
     "crl_urls",
+    "shared_crl_checker",
 ]
 
 
@@ -107,11 +109,16 @@ class _Scope(enum.Enum):
     NONE = "none"
 
 
+#: Memoised (CRL, issuer) signature checks one CRLChecker keeps at most.
+_AUTHENTIC_MEMO_LIMIT = 4096
+
+
 class CRLChecker:
     """Revocation status from a fixed set of CRLs (RFC 5280 §6.3).
 
-    Build one per validation: it memoises signature checks, which depend
-    on the CRLs and issuers only, never on the validation time.
+    It memoises signature checks, which depend on the CRLs and issuers
+    only, never on the validation time, so one checker may serve many
+    validations (see :func:`shared_crl_checker`).
     """
 
     def __init__(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
@@ -157,8 +164,40 @@ class CRLChecker:
         cached = self._authentic.get(key)
         if cached is None:
             cached = _crl_signed_by(crl, issuer)
+            if len(self._authentic) >= _AUTHENTIC_MEMO_LIMIT:
+                # A shared checker lives as long as its trust snapshot, and
+                # messages choose the "issuers" asked about: keep it bounded.
+                self._authentic.clear()
             self._authentic[key] = cached
         return cached
+
+
+#: Shared checkers by the ids of their CRL objects (see shared_crl_checker).
+_shared_crl_checkers: BoundedLRU[tuple[tuple[x509.CertificateRevocationList, ...], CRLChecker]] = BoundedLRU(
+    16, 16
+)
+
+
+def shared_crl_checker(crls: Sequence[x509.CertificateRevocationList]) -> CRLChecker:
+    """One :class:`CRLChecker` per set of CRL *objects*, shared by callers.
+
+    The service hands every verification the CRLs of its current trust
+    snapshot (the same objects until the snapshot is reloaded), so a
+    checker built once per snapshot keeps its memoised CRL signature
+    checks instead of redoing them for every message. Safe because a
+    checker's answers depend only on its CRLs, the certificates asked
+    about and the validation time passed to :meth:`CRLChecker.status`;
+    the memo it keeps holds signature checks only, which never depend on
+    time. The key is the identities of the CRL objects, in order: the
+    entry keeps those objects alive, so no other object can take one of
+    their ids while the entry exists. Bounded (LRU).
+    """
+    key = tuple(map(id, crls))
+    found = _shared_crl_checkers.get(key)
+    if found is None:
+        pinned = tuple(crls)
+        found = _shared_crl_checkers.put(key, (pinned, CRLChecker(pinned)))
+    return found[1]
 
 
 #: RFC 2585 §4.2 media type of a DER CRL.
@@ -267,6 +306,13 @@ class FetchedCRLChecker:
         self._cache.put(f"failed {key}", b"", expires=self._now() + self._retry_after)
 
 
+#: crl_urls results by certificate object id, with the certificate (kept
+#: alive so that its id is not reused while the entry exists). A function of
+#: the certificate alone; the certificates of a message and of a trust
+#: snapshot are the same objects from one message to the next. Bounded.
+_crl_urls_memo: BoundedLRU[tuple[x509.Certificate, tuple[tuple[str, bool], ...]]] = BoundedLRU(1024, 16 << 20)
+
+
 def crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:
     """(URL, partial) for each HTTP(S) CRL distribution point of ``cert``.
 
@@ -274,6 +320,16 @@ def crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:
     there covers only those). Points with a cRLIssuer (indirect CRLs) or
     a relative name are left out.
     """
+    key = id(cert)
+    found = _crl_urls_memo.get(key)
+    if found is not None and found[0] is cert:
+        return found[1]
+    urls = _crl_urls(cert)
+    _crl_urls_memo.put(key, (cert, urls), der_weight(cert), replace=True)
+    return urls
+
+
+def _crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:
     try:
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except Exception:

@@ -16,13 +16,15 @@ import secrets
 import shutil
 import subprocess
 import sys
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from keystore_support import ServerProcess, SoftHSM, free_port, wait_serving
+from keystore_support import Clock, ServerProcess, SoftHSM, free_port, wait_serving
 
+import secmail.service.app as app_module
 from secmail.keystore.pkcs11 import PKCS11Config, generate_master_key
 from secmail.keystore.seal import Sealer
 from secmail.keystore.sql import SQLKeyStore
@@ -188,3 +190,11 @@ def run_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A monotonic clock the test moves by hand, for the key caches' TTLs."""
+    clock = Clock()
+    monkeypatch.setattr(app_module, "time", types.SimpleNamespace(monotonic=clock))
+    return clock

@@ -65,3 +65,14 @@ def wait_serving(server: ServerProcess, timeout: float = 30.0) -> None:
                 pass
             time.sleep(0.1)
     raise AssertionError(f"secmail serve did not start in {timeout} s:\n{server.output()}")
+
+
+class Clock:
+    """Stands in for time.monotonic in secmail.service.app (the ``clock``
+    fixture of conftest.py installs it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import gnupg_reference as _gnupg
 import pytest
 from pgp_support import GnuPG, KeyPair, ctx_with
 
 from secmail.errors import ErrorReason, KeyNotFoundError, SecmailError
-from secmail.pgp import _backend, _gnupg, keys
+from secmail.pgp import _backend, keys
 from secmail.pgp import packets as pk
 from secmail.pgp.sign import sign_detached
 from secmail.pgp.verify import verify_detached, verify_inline
