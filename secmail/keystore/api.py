@@ -192,6 +192,13 @@ class KeyStore(Protocol):
 
     def add_trust(self, entries: Sequence[TrustEntry]) -> list[TrustEntry]: ...
 
+    def trust_stamp(self) -> object:
+        """A value, compared with ``==``, that changes whenever the trust
+        store (entries, bundles' scopes and policies, CRLs) changes,
+        through any replica. Cheap: one row. Read it *before* the trust
+        store it vouches for, as :meth:`private_keys_stamp`."""
+        ...
+
     def list_trust(self, bundle: str | None = None) -> list[TrustEntry]: ...
 
     def remove_trust(self, anchor_id: str) -> None:

@@ -72,6 +72,7 @@ from secmail.errors import (
 )
 from secmail.keystore.api import ParsedKey, StoredCRL, TrustEntry
 from secmail.mime.addresses import normalise_addr_spec
+from secmail.trust.revocation import why_crl_unusable
 from secmail.verdict import Scheme
 
 __all__ = ["parse_crl", "parse_key_file", "parse_trust_bundle"]
@@ -187,6 +188,10 @@ def parse_crl(data: bytes) -> StoredCRL:
             crl = x509.load_der_x509_crl(crl_blocks[0])
         else:
             crl = x509.load_der_x509_crl(data)
+        problem = why_crl_unusable(crl)
+        if problem is not None:
+            # Kept, it would be ignored at every verification: refuse it now.
+            raise _crl_error(f"this CRL could never be used: {problem}")
         return StoredCRL(
             issuer=_name(crl.issuer),
             data=crl.public_bytes(Encoding.DER),

@@ -390,6 +390,23 @@ _KEYS_STAMP: Final = (
     .order_by(_KEYS.c.owner, _KEYS.c.id)
 )
 
+_TRUST: Final = cast(Table, _TrustRow.__table__)
+_BUNDLES: Final = cast(Table, _TrustBundleRow.__table__)
+_CRLS: Final = cast(Table, _CRLRow.__table__)
+
+#: What SQLKeyStore.trust_stamp compares: aggregates of the three trust
+#: tables, one row whatever the size of the trust store.
+_TRUST_STAMP: Final = select(
+    select(func.count()).select_from(_TRUST).scalar_subquery(),
+    select(func.sum(_TRUST.c.id)).scalar_subquery(),
+    select(func.max(_TRUST.c.created_at)).scalar_subquery(),
+    select(func.count()).select_from(_BUNDLES).scalar_subquery(),
+    select(func.max(_BUNDLES.c.updated_at)).scalar_subquery(),
+    select(func.count()).select_from(_CRLS).scalar_subquery(),
+    select(func.sum(_CRLS.c.id)).scalar_subquery(),
+    select(func.max(_CRLS.c.updated_at)).scalar_subquery(),
+)
+
 _AUDIT: Final = cast(Table, _AuditRow.__table__)
 #: One audit event (SQLAuditSink.record).
 _AUDIT_INSERT: Final = insert(_AUDIT)
@@ -446,6 +463,7 @@ class SQLKeyStore:
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._stamp = _DirectStatement(self._engine, _PRIVATE_KEYS_STAMP)
         self._keys_stamp = _DirectStatement(self._engine, _KEYS_STAMP)
+        self._trust_stamp = _DirectStatement(self._engine, _TRUST_STAMP)
         self._import_delay = _test_import_delay()
         try:
             with self._db_errors():
@@ -796,6 +814,23 @@ class SQLKeyStore:
             return [stored[e.anchor_id] for e in dict((e.anchor_id, e) for e in entries).values()]
 
         return self._write_retrying(write)
+
+    def trust_stamp(self) -> object:
+        """See :meth:`secmail.keystore.api.KeyStore.trust_stamp`.
+
+        Counts, id sums and newest timestamps of the trust entries, bundles
+        and CRLs. A removal lowers a count; an import either adds a row
+        (count, id sum and newest created_at change) or rewrites its
+        bundle's updated_at; a CRL import adds a row or sets its
+        updated_at. Two changes cancel out only if an import's timestamp
+        is older than the newest one already stored (a replica's clock far
+        behind another's): the service's TTL on its snapshot
+        (``Settings.trust_cache_seconds``) bounds that case.
+        """
+        # On every Verify and Decrypt: run directly (_DirectStatement).
+        with self._db_errors():
+            rows = self._trust_stamp.execute({})
+        return tuple(tuple(row) for row in rows)
 
     def list_trust(self, bundle: str | None = None) -> list[TrustEntry]:
         stmt = (

@@ -67,10 +67,12 @@ class Settings:
     #: correspondents use clients without OAEP (e.g. gpgsm 2.2).
     smime_rsa_oaep: bool = True
     policy: VerificationPolicy = DEFAULT_POLICY
-    #: How long a process reuses its parsed copy of the trust store (anchors,
-    #: intermediates, CRLs). Changes made through this process apply at once;
-    #: changes made through another replica within this many seconds.
-    trust_cache_seconds: float = 2.0
+    #: How long a process may reuse its parsed copy of the trust store
+    #: (anchors, intermediates, CRLs); 0 reloads it for every message. Each
+    #: use first compares a cheap stamp of the store, so a change made
+    #: through any replica applies at once; this bounds the one case a
+    #: stamp can miss (see SQLKeyStore.trust_stamp).
+    trust_cache_seconds: float = 30.0
     #: How long a process may hold a user's unsealed, loaded private keys
     #: (with their certificates) between Sign, Decrypt and signed Encrypt
     #: requests; 0 reads and unseals them on every request. Each use still
@@ -205,7 +207,10 @@ class _Used:
 
 @dataclass(frozen=True, slots=True)
 class _TrustSnapshot:
+    #: time.monotonic() before the stamp was read.
     loaded: float
+    #: KeyStore.trust_stamp, read before the store.
+    stamp: object
     entries: tuple[TrustEntry, ...]
     certificates: dict[str, x509.Certificate]
     crls: tuple[x509.CertificateRevocationList, ...]
@@ -238,18 +243,25 @@ class Secmail:
         self._trust_snapshot: _TrustSnapshot | None = None
 
     def _trust(self) -> _TrustSnapshot:
-        """The parsed trust store, reloaded every ``trust_cache_seconds``.
+        """The parsed trust store, reloaded when the store's trust stamp
+        changes (any replica's import or removal, at once) and at least
+        every ``trust_cache_seconds``.
 
-        Reading and parsing it costs ~1-2 ms, on every Verify/Decrypt; a
-        short-lived snapshot keeps that off the per-message path.
+        Reading and parsing it costs ~1-2 ms; the stamp, one cheap row,
+        keeps that off the per-message path without letting a replica use
+        a CA another one removed.
         """
-        now = time.monotonic()
+        ttl = self.settings.trust_cache_seconds
+        started = time.monotonic()
+        # Read before the trust store (as KeyStore.trust_stamp asks): a
+        # change in between only makes the next request reload.
+        stamp = self.store.trust_stamp() if ttl > 0 else None
         snap = self._trust_snapshot
-        if snap is not None and now - snap.loaded < self.settings.trust_cache_seconds:
+        if snap is not None and started - snap.loaded < ttl and snap.stamp == stamp:
             return snap
         with self._trust_lock:
             snap = self._trust_snapshot
-            if snap is not None and time.monotonic() - snap.loaded < self.settings.trust_cache_seconds:
+            if snap is not None and started - snap.loaded < ttl and snap.stamp == stamp:
                 return snap  # another thread reloaded it while this one waited
             from secmail.trust import interned
 
@@ -258,7 +270,7 @@ class Secmail:
             # every reload, which the path-validation caches key on.
             certs = {e.anchor_id: interned.certificate(e.data) for e in entries if e.scheme is Scheme.SMIME}
             crls = tuple(interned.crl(c.data) for c in self.store.list_crls())
-            snap = _TrustSnapshot(time.monotonic(), tuple(entries), certs, crls)
+            snap = _TrustSnapshot(started, stamp, tuple(entries), certs, crls)
             self._trust_snapshot = snap
             return snap
 
@@ -429,14 +441,14 @@ class Secmail:
         self._trust_changed()
         return crl
 
-    def trust_entries_for(self, reader: str | None) -> list[TrustEntry]:
+    def trust_entries_for(self, reader: str | None, snap: _TrustSnapshot | None = None) -> list[TrustEntry]:
         """The trust entries that apply to ``reader``: those of bundles with
         no domains, and of bundles whose domains include the reader's (exact
-        match, no subdomains). None (no reader): unscoped bundles only."""
+        match, no subdomains). None (no reader): unscoped bundles only.
+        ``snap``: the snapshot to read (default: the current one)."""
         domain = reader.rpartition("@")[2].lower() if reader else None
-        return [
-            e for e in self._trust().entries if not e.domains or (domain is not None and domain in e.domains)
-        ]
+        entries = (snap or self._trust()).entries
+        return [e for e in entries if not e.domains or (domain is not None and domain in e.domains)]
 
     def trust_context(self, reader: str | None = None) -> TrustContext:
         """The S/MIME trust for ``reader`` (see :meth:`trust_entries_for`).
@@ -450,7 +462,8 @@ class Secmail:
         intermediates: list[x509.Certificate] = []
         revocation = self.settings.policy.revocation
         snap = self._trust()
-        for entry in self.trust_entries_for(reader):
+        # The same snapshot for the entries and their parsed certificates.
+        for entry in self.trust_entries_for(reader, snap):
             if entry.revocation_policy == RevocationMode.HARD_FAIL.value:
                 revocation = RevocationMode.HARD_FAIL
             if entry.scheme is not Scheme.SMIME:

@@ -64,7 +64,7 @@ _HEALTH_MAX_MESSAGE = 4096
 
 
 #: Calls one server process handles at once.
-DEFAULT_THREADS = 8
+DEFAULT_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ __all__ = [
     "chain_revocation_statuses",
     "crl_urls",
     "shared_crl_checker",
+    "why_crl_unusable",
 ]
 
 
@@ -434,31 +435,42 @@ def _crl_current(crl: x509.CertificateRevocationList, at: datetime) -> bool:
 
 
 def _crl_well_formed(crl: x509.CertificateRevocationList) -> bool:
+    return why_crl_unusable(crl) is None
+
+
+def why_crl_unusable(crl: x509.CertificateRevocationList) -> str | None:
+    """Why no certificate's status may ever be read from ``crl`` (None: it
+    may be, while current and signed by the certificate's issuer). Also
+    what ImportCRL tells an admin, rather than keeping a CRL that would be
+    silently ignored."""
     try:
         extensions = crl.extensions
     except Exception:
-        return False
+        return "its extensions are unreadable"
+    if crl.next_update_utc is None:
+        # §5.1.2.5: without nextUpdate nobody can tell the CRL is current.
+        return "it has no nextUpdate"
     for ext in extensions:
         if ext.critical and ext.oid not in _KNOWN_CRL_EXTENSIONS:
-            return False
+            return f"it has an unknown critical extension ({ext.oid.dotted_string})"
     # A delta CRL only lists changes since a base CRL (§5.2.4); without
     # delta processing it must not be read as a complete CRL.
     if any(ext.oid == ExtensionOID.DELTA_CRL_INDICATOR for ext in extensions):
-        return False
+        return "it is a delta CRL (only complete CRLs are used)"
     # §5.2.3: "CRL issuers conforming to this profile MUST include this
     # extension in all CRLs and MUST mark this extension as non-critical."
     # A CRL breaking either rule is not one we rely on.
     number = [ext for ext in extensions if ext.oid == ExtensionOID.CRL_NUMBER]
     if len(number) != 1 or number[0].critical:
-        return False
+        return "it has no (or a critical) CRL number extension (RFC 5280 §5.2.3)"
     try:
         for entry in crl:
             for entry_ext in entry.extensions:
                 if entry_ext.critical and entry_ext.oid not in _KNOWN_ENTRY_EXTENSIONS:
-                    return False
+                    return f"an entry has an unknown critical extension ({entry_ext.oid.dotted_string})"
     except Exception:
-        return False
-    return True
+        return "an entry is unreadable"
+    return None
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:

@@ -106,6 +106,7 @@ def _crl(pki: PKI) -> bytes:
         .issuer_name(issuer.cert.subject)
         .last_update(now - timedelta(hours=1))
         .next_update(now + timedelta(days=1))
+        .add_extension(x509.CRLNumber(1), critical=False)
     )
     return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
 

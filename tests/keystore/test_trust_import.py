@@ -205,6 +205,7 @@ def _crl(
         .add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(42).revocation_date(this_update).build()
         )
+        .add_extension(x509.CRLNumber(1), critical=False)
     )
     if next_update is not None:
         builder = builder.next_update(next_update)

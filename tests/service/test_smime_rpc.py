@@ -195,3 +195,54 @@ def test_crl_import_needs_a_trusted_issuer_and_revokes(academy: Client, people: 
     v = verify(academy, "bob@ac-besancon.fr", signed).verdict
     assert v.banner == V.BANNER_RED
     assert V.REASON_CERT_REVOKED in v.reasons
+
+
+@pytest.mark.parametrize(
+    ("shape", "why"),
+    [
+        ("no-crl-number", "CRL number"),
+        ("delta", "delta CRL"),
+        ("unknown-critical", "unknown critical extension"),
+    ],
+)
+def test_crl_import_refuses_a_crl_that_would_never_be_used(
+    academy: Client, people: People, shape: str, why: str
+) -> None:
+    """RFC 5280 §5.2.3/§5.2.4/§5.2: such a CRL is never read at verification
+    time; keeping it would let an admin believe a certificate is revoked."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from secmail.v1 import trust_pb2
+
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(people.pki.intermediate.cert.subject)
+        .last_update(now - timedelta(hours=1))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(people.alice.cert.serial_number)
+            .revocation_date(now - timedelta(days=1))
+            .build()
+        )
+    )
+    # (cryptography cannot build a CRL without nextUpdate, the fifth refusal.)
+    builder = builder.next_update(now + timedelta(days=7))
+    if shape != "no-crl-number":
+        builder = builder.add_extension(x509.CRLNumber(7), critical=False)
+    if shape == "delta":
+        builder = builder.add_extension(x509.DeltaCRLIndicator(6), critical=True)
+    if shape == "unknown-critical":
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"),
+            critical=True,
+        )
+    crl = builder.sign(people.pki.intermediate.key, hashes.SHA256())  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as err:
+        academy.trust.ImportCRL(trust_pb2.ImportCRLRequest(data=crl.public_bytes(serialization.Encoding.DER)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "INVALID_CERTIFICATE"
+    assert why in (err.value.details() or "")
