@@ -62,8 +62,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
+    union_all,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import (
@@ -394,18 +397,30 @@ _TRUST: Final = cast(Table, _TrustRow.__table__)
 _BUNDLES: Final = cast(Table, _TrustBundleRow.__table__)
 _CRLS: Final = cast(Table, _CRLRow.__table__)
 
-#: What SQLKeyStore.trust_stamp compares: aggregates of the three trust
-#: tables, one row whatever the size of the trust store.
-_TRUST_STAMP: Final = select(
-    select(func.count()).select_from(_TRUST).scalar_subquery(),
-    select(func.sum(_TRUST.c.id)).scalar_subquery(),
-    select(func.max(_TRUST.c.created_at)).scalar_subquery(),
-    select(func.count()).select_from(_BUNDLES).scalar_subquery(),
-    select(func.max(_BUNDLES.c.updated_at)).scalar_subquery(),
-    select(func.count()).select_from(_CRLS).scalar_subquery(),
-    select(func.sum(_CRLS.c.id)).scalar_subquery(),
-    select(func.max(_CRLS.c.updated_at)).scalar_subquery(),
-)
+
+#: What SQLKeyStore.trust_stamp compares: one row per trust entry, bundle
+#: and CRL, with what a write changes in it. Rows, not aggregates: a
+#: newest-timestamp aggregate misses an update committed with an older
+#: timestamp than another row's (writers that overlap, replicas' clocks).
+#: A trust store holds tens to a few hundred rows.
+def _stamp_row(kind: str, number: Any, name: Any, a: Any, b: Any) -> Any:
+    # Text columns throughout: a UNION needs one type per column on PostgreSQL.
+    return select(
+        literal_column(f"'{kind}'").label("kind"),
+        cast_(number, String).label("number"),
+        cast_(name, String).label("name"),
+        cast_(a, String).label("a"),
+        cast_(b, String).label("b"),
+    )
+
+
+_TRUST_STAMP: Final = union_all(
+    _stamp_row("e", _TRUST.c.id, _TRUST.c.anchor_id, _TRUST.c.bundle, _TRUST.c.is_anchor),
+    _stamp_row(
+        "b", literal_column("0"), _BUNDLES.c.name, _BUNDLES.c.revocation_policy, _BUNDLES.c.updated_at
+    ),
+    _stamp_row("c", _CRLS.c.id, _CRLS.c.issuer, literal_column("''"), _CRLS.c.updated_at),
+).order_by(literal_column("kind"), literal_column("number"), literal_column("name"))
 
 _AUDIT: Final = cast(Table, _AuditRow.__table__)
 #: One audit event (SQLAuditSink.record).
@@ -818,14 +833,13 @@ class SQLKeyStore:
     def trust_stamp(self) -> object:
         """See :meth:`secmail.keystore.api.KeyStore.trust_stamp`.
 
-        Counts, id sums and newest timestamps of the trust entries, bundles
-        and CRLs. A removal lowers a count; an import either adds a row
-        (count, id sum and newest created_at change) or rewrites its
-        bundle's updated_at; a CRL import adds a row or sets its
-        updated_at. Two changes cancel out only if an import's timestamp
-        is older than the newest one already stored (a replica's clock far
-        behind another's): the service's TTL on its snapshot
-        (``Settings.trust_cache_seconds``) bounds that case.
+        One row per trust entry (id, anchor id, bundle, anchor or not), per
+        bundle (name, revocation policy, updated_at) and per CRL (id,
+        issuer, updated_at): a removal drops a row, an import adds one or
+        rewrites its bundle's updated_at (scope and policy changes too), a
+        CRL import adds a row or rewrites its updated_at. Compared row by
+        row, so an update stamped with an older time than another row's
+        (overlapping writers, replicas' clocks) is still seen.
         """
         # On every Verify and Decrypt: run directly (_DirectStatement).
         with self._db_errors():
@@ -1046,7 +1060,14 @@ class _DirectStatement:
         processors = self._processors
         values = {k: processors[k](v) if k in processors else v for k, v in params.items()}
         args: Any = [values[k] for k in self._order] if self._order is not None else values
-        conn = self._engine.raw_connection()
+        try:
+            # Inside the try: a database that cannot be reached fails here,
+            # and must surface as the SQLAlchemyError callers turn into
+            # StoreError (the pool does not wrap driver errors raised while
+            # it connects).
+            conn = self._engine.raw_connection()
+        except self._dbapi_error as exc:
+            raise DBAPIError.instance(self._sql, None, exc, self._dbapi_error, hide_parameters=True) from exc
         try:
             cursor = conn.cursor()
             try:

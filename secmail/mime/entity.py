@@ -60,16 +60,25 @@ class Header:
     @property
     def value(self) -> str:
         """The unfolded value, decoded as UTF-8 with replacement."""
+        if len(self.raw) > _CACHED_FIELD_BYTES:
+            # Not kept: a sender must not fill memory with huge fields.
+            return _read_value(self.raw)
         return _unfolded_value(self.raw)
 
 
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
+#: Fields up to this size have their values memoised (by exact bytes).
+_CACHED_FIELD_BYTES = 4096
 
 
 @functools.lru_cache(maxsize=8192)
 def _unfolded_value(raw: bytes) -> str:
     # Keyed by the field's exact bytes: the pipeline reads the same few
     # fields (Content-Type, From) several times per message.
+    return _read_value(raw)
+
+
+def _read_value(raw: bytes) -> str:
     _, _, v = raw.partition(b":")
     if b"\r\n" in v:
         v = _FOLD.sub(b"", v)

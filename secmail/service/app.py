@@ -237,6 +237,9 @@ class Secmail:
         self._key_lock = threading.Lock()
         self._key_cache: OrderedDict[tuple[str, Scheme], _KeyEntry] = OrderedDict()
         self._key_generation = 0
+        #: Drops held keys once they are older than key_cache_seconds, also
+        #: when no further request comes (started with the first held key).
+        self._key_sweeper: threading.Thread | None = None
         # Public keys read from the store, reused between requests.
         self._public = _PublicKeys(store)
         self._trust_lock = threading.Lock()
@@ -384,17 +387,21 @@ class Secmail:
 
         from secmail.keystore.importer import parse_trust_bundle
 
-        with self._audited(AuditAction.TRUST_IMPORT) as used:
-            if not name.strip():
-                raise InputError("a trust bundle needs a name")
-            scope, policy = normalise_trust_scope(domains, revocation_policy)
-            entries = [
-                replace(e, domains=scope, revocation_policy=policy)
-                for e in parse_trust_bundle(name.strip(), data)
-            ]
-            stored = self.store.add_trust(entries)
-            used.ids.extend(e.anchor_id for e in stored)
-        self._trust_changed()
+        try:
+            with self._audited(AuditAction.TRUST_IMPORT) as used:
+                if not name.strip():
+                    raise InputError("a trust bundle needs a name")
+                scope, policy = normalise_trust_scope(domains, revocation_policy)
+                entries = [
+                    replace(e, domains=scope, revocation_policy=policy)
+                    for e in parse_trust_bundle(name.strip(), data)
+                ]
+                stored = self.store.add_trust(entries)
+                used.ids.extend(e.anchor_id for e in stored)
+        finally:
+            # Even on failure: the write may have committed before the audit
+            # record failed (as in import_key).
+            self._trust_changed()
         return stored
 
     def list_trust(self, bundle: str | None = None) -> list[TrustEntry]:
@@ -404,41 +411,53 @@ class Secmail:
         return self.store.list_trust_bundles()
 
     def remove_trust(self, anchor_id: str) -> None:
-        with self._audited(AuditAction.TRUST_REMOVE, key_id=anchor_id.lower()[:128]):
-            self.store.remove_trust(anchor_id.lower())
-        self._trust_changed()
+        try:
+            with self._audited(AuditAction.TRUST_REMOVE, key_id=anchor_id.lower()[:128]):
+                self.store.remove_trust(anchor_id.lower())
+        finally:
+            # Even on failure: the write may have committed before the audit
+            # record failed (as in import_key).
+            self._trust_changed()
 
     def remove_trust_bundle(self, name: str) -> list[TrustEntry]:
-        with self._audited(AuditAction.TRUST_REMOVE) as used:
-            removed = self.store.remove_trust_bundle(name.strip())
-            used.ids.extend(e.anchor_id for e in removed)
-        self._trust_changed()
+        try:
+            with self._audited(AuditAction.TRUST_REMOVE) as used:
+                removed = self.store.remove_trust_bundle(name.strip())
+                used.ids.extend(e.anchor_id for e in removed)
+        finally:
+            # Even on failure: the write may have committed before the audit
+            # record failed (as in import_key).
+            self._trust_changed()
         return removed
 
     def import_crl(self, data: bytes) -> StoredCRL:
         from secmail.keystore.importer import parse_crl
 
-        with self._audited(AuditAction.CRL_IMPORT) as used:
-            crl = parse_crl(data)
-            # Only a CRL signed by a CA of the trust store is kept: the store
-            # keeps the newest CRL per issuer, so an unsigned one with a
-            # far-future thisUpdate would otherwise displace the real one.
-            parsed = x509.load_der_x509_crl(crl.data)
-            issuers = [
-                (e.anchor_id, x509.load_der_x509_certificate(e.data))
-                for e in self.store.list_trust()
-                if e.scheme is Scheme.SMIME
-            ]
-            signers = [i for i, c in issuers if c.subject == parsed.issuer and _crl_signed_by(parsed, c)]
-            if not signers:
-                raise InputError(
-                    "the CRL is not signed by a CA of the trust store: import its CA bundle first",
-                    reason=ErrorReason.INVALID_CERTIFICATE,
-                )
-            # The audit names the CRL by the trust-store CA that signed it.
-            used.ids.append(signers[0])
-            self.store.add_crl(crl)
-        self._trust_changed()
+        try:
+            with self._audited(AuditAction.CRL_IMPORT) as used:
+                crl = parse_crl(data)
+                # Only a CRL signed by a CA of the trust store is kept: the store
+                # keeps the newest CRL per issuer, so an unsigned one with a
+                # far-future thisUpdate would otherwise displace the real one.
+                parsed = x509.load_der_x509_crl(crl.data)
+                issuers = [
+                    (e.anchor_id, x509.load_der_x509_certificate(e.data))
+                    for e in self.store.list_trust()
+                    if e.scheme is Scheme.SMIME
+                ]
+                signers = [i for i, c in issuers if c.subject == parsed.issuer and _crl_signed_by(parsed, c)]
+                if not signers:
+                    raise InputError(
+                        "the CRL is not signed by a CA of the trust store: import its CA bundle first",
+                        reason=ErrorReason.INVALID_CERTIFICATE,
+                    )
+                # The audit names the CRL by the trust-store CA that signed it.
+                used.ids.append(signers[0])
+                self.store.add_crl(crl)
+        finally:
+            # Even on failure: the write may have committed before the audit
+            # record failed (as in import_key).
+            self._trust_changed()
         return crl
 
     def trust_entries_for(self, reader: str | None, snap: _TrustSnapshot | None = None) -> list[TrustEntry]:
@@ -597,7 +616,27 @@ class Secmail:
             cache[slot] = _KeyEntry(started, stamp, keys)
             while len(cache) > _KEY_CACHE_MAX or started - next(iter(cache.values())).loaded >= ttl:
                 cache.popitem(last=False)
+            if self._key_sweeper is None:
+                self._key_sweeper = threading.Thread(
+                    target=self._sweep_held_keys, args=(ttl,), name="secmail-key-sweeper", daemon=True
+                )
+                self._key_sweeper.start()
         return keys
+
+    def _sweep_held_keys(self, ttl: float) -> None:
+        """Drop held keys past ``ttl``, every ``ttl`` seconds, until none is
+        held: unsealed keys must not outlive their time in an idle process."""
+        pause = threading.Event()  # waits in real time, whatever clock the cache reads
+        while True:
+            pause.wait(ttl)
+            with self._key_lock:
+                now = time.monotonic()
+                cache = self._key_cache
+                while cache and now - next(iter(cache.values())).loaded >= ttl:
+                    cache.popitem(last=False)
+                if not cache:
+                    self._key_sweeper = None
+                    return
 
     def _keys_changed(self, owner: str) -> None:
         """Drop the keys held for ``owner`` (all schemes), at once."""
@@ -671,18 +710,13 @@ class Secmail:
         missing: list[str] = []
         smime: list[x509.Certificate] = []
         pgp: list[bytes] = []
-        wanted = list(dict.fromkeys(addresses))
-        # One stamp read for every owner whose keys the lookups show: the
-        # sender's, each address's own, and those imported for everyone.
-        public = self._public.view(
-            scheme,
-            self.settings.public_key_cache_seconds,
-            [sender, EVERYONE, *(a for a in map(normalise_addr_spec, wanted) if a is not None)],
-        )
-        for address in wanted:
+        # One indexed query per recipient, not cached: a cache entry would
+        # have to be checked against the stamps of every key imported for
+        # everyone, which grows with the académie's directory.
+        for address in dict.fromkeys(addresses):
             found = [
                 k
-                for k in public.find(address, for_user=sender)
+                for k in self.store.find_public(address, scheme, for_user=sender)
                 if k.usable_for_encryption and _usable_now(k, at)
             ]
             if scheme is Scheme.OPENPGP:
@@ -794,7 +828,8 @@ class _PGPLookup:
         if sender is not None:
             from secmail.pgp.keys import is_certified_by
 
-            for k in self._public().find(sender, for_user=self._user):
+            # Indexed and uncached, as for recipients (see recipient_keys).
+            for k in self._app.store.find_public(sender, Scheme.OPENPGP, for_user=self._user):
                 if k.key_id in imported or k.key_id in out:
                     continue
                 # The anchor must have certified the User ID of *this*
@@ -845,9 +880,8 @@ class _PublicEntry:
 class _PublicKeys:
     """What a process read of the store's public keys, reused between
     requests: an owner's keys of a scheme (``list_keys``: the reader's and
-    everyone's imported OpenPGP keys, on every OpenPGP Verify) and the
-    keys found for an address (``find_public``: recipients on every
-    Encrypt, a signer's From address).
+    everyone's imported OpenPGP keys, on every OpenPGP Verify). Lookups by
+    address (``find_public``) are indexed queries and are not cached.
 
     Reading them costs ~0.5-0.8 ms per lookup (ORM queries, and a row per
     key), more than the rest of a Verify. Safe because an entry is used
@@ -923,20 +957,6 @@ class _PublicView:
             ("owned", scheme.value, owner),
             (owner,),
             lambda: tuple(k for k in store.list_keys(owner) if k.scheme is scheme),
-        )
-
-    def find(self, address: str, *, for_user: str) -> tuple[StoredKey, ...]:
-        """``KeyStore.find_public(address, scheme, for_user=for_user)``."""
-        norm = normalise_addr_spec(address)
-        if norm is None:
-            return ()  # what find_public answers, without a query
-        store, scheme = self._cache._store, self._scheme
-        # find_public's answer depends on the normalised address only, and
-        # on the key rows of the three owners it looks among.
-        return self._lookup(
-            ("find", scheme.value, norm, for_user),
-            (for_user, norm, EVERYONE),
-            lambda: tuple(store.find_public(address, scheme, for_user=for_user)),
         )
 
     def _lookup(

@@ -12,6 +12,7 @@ request's time; every use is audited by key id.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -338,3 +339,17 @@ def test_held_keys_never_show_private_material(store: SQLKeyStore, clock: Clock,
     (entry,) = app._key_cache.values()
     shown = repr(entry)
     assert "_HeldKey(key_id=" in shown and "secret" not in shown.lower()
+
+
+def test_held_keys_are_dropped_in_an_idle_process(store: SQLKeyStore, alice: Identity) -> None:
+    """No request after a Sign: the sweeper still drops the unsealed keys
+    once they are older than key_cache_seconds (real time here)."""
+    app = _app(store, 0.2)
+    _import(app, alice)
+    _smime_key(app, at=datetime.now(UTC))
+    assert app._key_cache
+    deadline = time.monotonic() + 5
+    while app._key_cache and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not app._key_cache
+    assert app._key_sweeper is None  # the sweeper ends with the last held key

@@ -179,10 +179,6 @@ def test_cached_lookups_answer_as_the_store_does(
         view = cached._public.view(PGP, 30.0, [ALICE, BOB, CAROL, EVERYONE])
         for owner in (ALICE, BOB, CAROL, EVERYONE):
             assert list(view.owned(owner)) == [k for k in store.list_keys(owner) if k.scheme is PGP]
-        for address in (ALICE, " Bob@AC-Besancon.fr ", CAROL, "not an address"):
-            for reader in (ALICE, BOB, CAROL):
-                expected = store.find_public(address, PGP, for_user=reader)
-                assert list(view.find(address, for_user=reader)) == expected
         now = datetime.now(UTC)
         assert cached.recipient_keys(ALICE, PGP, [BOB, ALICE], now) == uncached.recipient_keys(
             ALICE, PGP, [BOB, ALICE], now
@@ -202,15 +198,18 @@ def test_a_verification_reads_stamps_not_keys(
     assert (counting.lists, counting.stamps) == (2, 3)
 
 
-def test_recipient_lookups_read_stamps_not_keys(
+def test_recipient_lookups_are_indexed_queries_without_stamps(
     store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
+    """Recipients are looked up by address every time (an indexed query):
+    a cached answer would have to be checked against the stamps of every
+    key imported for everyone, which grows with the directory."""
     app = _app(store)
     _setup(app, alice_tsk, bob_tsk)
     counting.finds = counting.stamps = 0
     for _ in range(3):
         app.encrypt(ALICE, message(sender=ALICE, to=BOB), PGP, [], sign=False, header_protection=False)
-    assert (counting.finds, counting.stamps) == (2, 3)  # Bob and Alice (the sender) once
+    assert (counting.finds, counting.stamps) == (6, 0)  # Bob and Alice (the sender), each time
 
 
 # --- changes are seen at once --------------------------------------------------------
@@ -335,22 +334,18 @@ def test_the_cache_is_bounded_and_drops_expired_entries(
     assert [slot[-1] for slot in app._public._entries] == users[:1]  # the expired ones are gone
 
 
-def test_validity_is_judged_at_the_request_time(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes
-) -> None:
+def test_validity_is_judged_at_the_request_time(store: SQLKeyStore, clock: Clock, alice_tsk: bytes) -> None:
     app = _app(store)
     app.import_key(ALICE, alice_tsk, None)
     short = _backend.generate_tsk([f"Carol <{CAROL}>"], validity_seconds=3600)
     app.import_key(ALICE, _backend.public_cert(short), None)
     (stored,) = store.find_public(CAROL, PGP, for_user=ALICE)
     now = datetime.now(UTC)
-    counting.finds = 0
     assert app.recipient_keys(ALICE, PGP, [CAROL], now).pgp == (stored.public_data,)
     for at in (now + timedelta(hours=2), now - timedelta(days=1)):
         with pytest.raises(RecipientKeyMissingError):
             app.recipient_keys(ALICE, PGP, [CAROL], at)
     assert app.recipient_keys(ALICE, PGP, [CAROL], now + timedelta(minutes=30)).pgp
-    assert counting.finds == 1  # one read, judged at each time
 
 
 # --- OpenPGP decryption keys ---------------------------------------------------------

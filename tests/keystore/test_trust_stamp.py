@@ -12,8 +12,10 @@ holds, and ``trust_cache_seconds`` still bounds its age.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -22,8 +24,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from keystore_support import Clock
 from testpki import PKI, Identity, end_entity, make_pki, message
 
+from secmail.audit import AuditAction, AuditEvent, AuditOutcome
 from secmail.keystore.api import TrustEntry
-from secmail.keystore.sql import SQLKeyStore
+from secmail.keystore.seal import Sealer
+from secmail.keystore.sql import SQLKeyStore, StoreError
 from secmail.service.app import Secmail, Settings
 from secmail.verdict import Banner, Reason, Scheme
 
@@ -167,3 +171,59 @@ def test_zero_reloads_every_time(
     for _ in range(3):
         app.trust_context(BOB)
     assert loads[0] == 3
+
+
+def test_an_update_stamped_older_than_another_row_still_changes_the_stamp(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch, pki: PKI, alice: Identity
+) -> None:
+    """Two writers (or replicas with different clocks) may commit a row
+    whose updated_at is older than another row's: the stamp must still
+    change (a newest-timestamp aggregate would not)."""
+    import secmail.keystore.sql as sql_module
+
+    store = make_store()
+    app = _app(store)
+    app.import_trust("academie", pki.bundle_pem)
+    app.import_trust("other", pki.other_root.cert.public_bytes(Encoding.PEM))
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    clock = [base]
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return clock[0]
+
+    monkeypatch.setattr(sql_module, "datetime", Frozen)
+    other_root = pki.other_root
+    clock[0] = base + timedelta(seconds=10)
+    app.import_crl(_crl(other_root, None, base, 1))  # the newest updated_at from now on
+    clock[0] = base + timedelta(seconds=5)
+    app.import_crl(_crl(pki.intermediate, None, base, 1))
+    before = store.trust_stamp()
+    clock[0] = base + timedelta(seconds=9)  # older than the other CRL's row
+    app.import_crl(_crl(pki.intermediate, alice.cert, base + timedelta(hours=1), 2))
+    assert store.trust_stamp() != before
+
+
+def test_an_unreachable_database_is_a_store_error_on_the_direct_statements(
+    tmp_path: Path, sealer: Sealer
+) -> None:
+    """The statements run on every call (stamps, audit insert) bypass
+    SQLAlchemy's Connection: a database that cannot be opened must still be
+    the StoreError the service maps to a clean status, not a driver error."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    store = SQLKeyStore(f"sqlite:///{folder / 'secmail.db'}", sealer)
+    try:
+        store._engine.dispose()
+        shutil.rmtree(folder)
+        with pytest.raises(StoreError):
+            store.trust_stamp()
+        with pytest.raises(StoreError):
+            store.private_keys_stamp(ALICE, Scheme.SMIME)
+        with pytest.raises(StoreError):
+            store.keys_stamps([ALICE], Scheme.OPENPGP)
+        with pytest.raises(StoreError):
+            store.audit_sink().record(AuditEvent(AuditAction.SIGN, AuditOutcome.OK, "test", user=ALICE))
+    finally:
+        store.close()

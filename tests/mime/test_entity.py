@@ -70,3 +70,15 @@ def test_reasonable_nesting_is_fine() -> None:
     root = parse_entity(_nested(5))
     check_structure(root)
     assert len(children(root)) == 1
+
+
+def test_huge_header_values_are_not_memoised() -> None:
+    """A sender must not be able to pin memory through the header-value memo."""
+    from secmail.mime import entity as entity_module
+
+    before = entity_module._unfolded_value.cache_info().currsize
+    huge = b"Subject: " + b"x" * 100_000
+    raw = huge + b"\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+    parsed = parse_entity(raw)
+    assert parsed.get("subject") == "x" * 100_000
+    assert entity_module._unfolded_value.cache_info().currsize <= before + 1  # Content-Type only
