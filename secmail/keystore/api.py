@@ -181,6 +181,13 @@ class KeyStore(Protocol):
         change in between then only costs a needless re-read."""
         ...
 
+    def find_public_stamp(self, address: str, scheme: Scheme, *, for_user: str) -> object:
+        """A value, compared with ``==``, that changes whenever what
+        :meth:`find_public` returns for the same arguments changes (through
+        any replica). Cheap, and independent of how many keys others hold.
+        Read it *before* :meth:`find_public`, as :meth:`private_keys_stamp`."""
+        ...
+
     def keys_stamps(self, owners: Iterable[str], scheme: Scheme) -> dict[str, object]:
         """Per owner, a value, compared with ``==``, that changes whenever
         the owner's keys of ``scheme`` change (import, re-import, delete,

@@ -393,6 +393,21 @@ _KEYS_STAMP: Final = (
     .order_by(_KEYS.c.owner, _KEYS.c.id)
 )
 
+_ADDRESSES: Final = cast(Table, _AddressRow.__table__)
+
+#: What SQLKeyStore.find_public_stamp compares: the (row id, updated_at) of
+#: exactly the keys find_public reads, through the same index range.
+_FIND_STAMP: Final = (
+    select(_KEYS.c.id, _KEYS.c.updated_at)
+    .join_from(_ADDRESSES, _KEYS, _ADDRESSES.c.key_ref == _KEYS.c.id)
+    .where(
+        _ADDRESSES.c.address == bindparam("address"),
+        _ADDRESSES.c.scheme == bindparam("scheme"),
+        _ADDRESSES.c.owner.in_([bindparam("reader"), bindparam("self"), bindparam("everyone")]),
+    )
+    .order_by(_KEYS.c.id)
+)
+
 _TRUST: Final = cast(Table, _TrustRow.__table__)
 _BUNDLES: Final = cast(Table, _TrustBundleRow.__table__)
 _CRLS: Final = cast(Table, _CRLRow.__table__)
@@ -479,6 +494,7 @@ class SQLKeyStore:
         self._stamp = _DirectStatement(self._engine, _PRIVATE_KEYS_STAMP)
         self._keys_stamp = _DirectStatement(self._engine, _KEYS_STAMP)
         self._trust_stamp = _DirectStatement(self._engine, _TRUST_STAMP)
+        self._find_stamp = _DirectStatement(self._engine, _FIND_STAMP)
         self._import_delay = _test_import_delay()
         try:
             with self._db_errors():
@@ -658,6 +674,24 @@ class SQLKeyStore:
         epoch = datetime.min.replace(tzinfo=UTC)
         found.sort(key=lambda k: (not k.usable_for_encryption, -(k.not_after or epoch).timestamp(), k.key_id))
         return found
+
+    def find_public_stamp(self, address: str, scheme: Scheme, *, for_user: str) -> object:
+        """See :meth:`secmail.keystore.api.KeyStore.find_public_stamp`.
+
+        The (row id, updated_at) of the keys :meth:`find_public` reads, by
+        the same index range: a key gaining or losing the address (its
+        address rows are rewritten with updated_at), an import, re-import
+        or delete of one of them changes it. Constant in the number of keys
+        others hold, unlike a stamp of every key imported for everyone.
+        """
+        norm = normalise_addr_spec(address)
+        if norm is None:
+            return ()
+        # On every Encrypt (per recipient): run directly (_DirectStatement).
+        with self._db_errors():
+            params = {"address": norm, "scheme": scheme.value, "self": norm, "everyone": EVERYONE}
+            rows = self._find_stamp.execute({**params, "reader": for_user})
+        return tuple(tuple(row) for row in rows)
 
     def private_keys(self, user: str, scheme: Scheme) -> list[tuple[StoredKey, bytes]]:
         # A Core statement built once (_PRIVATE_KEYS) on a plain connection:

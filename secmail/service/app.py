@@ -710,13 +710,11 @@ class Secmail:
         missing: list[str] = []
         smime: list[x509.Certificate] = []
         pgp: list[bytes] = []
-        # One indexed query per recipient, not cached: a cache entry would
-        # have to be checked against the stamps of every key imported for
-        # everyone, which grows with the académie's directory.
+        ttl = self.settings.public_key_cache_seconds
         for address in dict.fromkeys(addresses):
             found = [
                 k
-                for k in self.store.find_public(address, scheme, for_user=sender)
+                for k in self._public.find(address, scheme, for_user=sender, ttl=ttl)
                 if k.usable_for_encryption and _usable_now(k, at)
             ]
             if scheme is Scheme.OPENPGP:
@@ -828,8 +826,8 @@ class _PGPLookup:
         if sender is not None:
             from secmail.pgp.keys import is_certified_by
 
-            # Indexed and uncached, as for recipients (see recipient_keys).
-            for k in self._app.store.find_public(sender, Scheme.OPENPGP, for_user=self._user):
+            ttl = self._app.settings.public_key_cache_seconds
+            for k in self._app._public.find(sender, Scheme.OPENPGP, for_user=self._user, ttl=ttl):
                 if k.key_id in imported or k.key_id in out:
                     continue
                 # The anchor must have certified the User ID of *this*
@@ -880,8 +878,12 @@ class _PublicEntry:
 class _PublicKeys:
     """What a process read of the store's public keys, reused between
     requests: an owner's keys of a scheme (``list_keys``: the reader's and
-    everyone's imported OpenPGP keys, on every OpenPGP Verify). Lookups by
-    address (``find_public``) are indexed queries and are not cached.
+    everyone's imported OpenPGP keys, on every OpenPGP Verify), checked
+    against the owners' stamps (``keys_stamps``), and the keys found for
+    an address (``find_public``: recipients on every Encrypt, a signer's
+    From address), checked against a stamp of exactly the rows that lookup
+    reads (``find_public_stamp``), so that its cost does not grow with the
+    keys imported for everyone.
 
     Reading them costs ~0.5-0.8 ms per lookup (ORM queries, and a row per
     key), more than the rest of a Verify. Safe because an entry is used
@@ -908,6 +910,28 @@ class _PublicKeys:
         """One request's view, with the stamps of ``owners`` read now (in
         one statement); others are read when a lookup needs them."""
         return _PublicView(self, scheme, ttl, owners)
+
+    def find(self, address: str, scheme: Scheme, *, for_user: str, ttl: float) -> tuple[StoredKey, ...]:
+        """``KeyStore.find_public(address, scheme, for_user=for_user)``,
+        reused while its own stamp (``find_public_stamp``: the rows of
+        exactly the keys it reads) is unchanged and for at most ``ttl``."""
+        store = self._store
+        if ttl <= 0:
+            return tuple(store.find_public(address, scheme, for_user=for_user))
+        norm = normalise_addr_spec(address)
+        if norm is None:
+            return ()  # what find_public answers, without a query
+        slot = ("find", scheme.value, norm, for_user)
+        started = time.monotonic()
+        entry, generation = self._get(slot)
+        # Read before the keys: a change in between only costs a re-read.
+        stamps = (store.find_public_stamp(norm, scheme, for_user=for_user),)
+        if entry is not None and started - entry.loaded < ttl and entry.stamps == stamps:
+            return entry.value
+        value = tuple(store.find_public(norm, scheme, for_user=for_user))
+        # The owners whose local changes drop the entry at once.
+        self._keep(slot, _PublicEntry(started, (for_user, norm, EVERYONE), stamps, value), generation, ttl)
+        return value
 
     def changed(self, owner: str) -> None:
         """Drop every entry made of ``owner``'s keys, at once."""

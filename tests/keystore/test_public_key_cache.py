@@ -51,9 +51,14 @@ class Counting:
     """Counts a store's public-key reads, stamp reads and private-key reads."""
 
     def __init__(self, store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.lists = self.finds = self.stamps = self.private = 0
+        self.lists = self.finds = self.stamps = self.find_stamps = self.private = 0
         list_keys, find_public = store.list_keys, store.find_public
         keys_stamps, private_keys = store.keys_stamps, store.private_keys
+        find_public_stamp = store.find_public_stamp
+
+        def counted_find_stamp(address: str, scheme: Scheme, *, for_user: str) -> object:
+            self.find_stamps += 1
+            return find_public_stamp(address, scheme, for_user=for_user)
 
         def counted_list(user: str) -> list[StoredKey]:
             self.lists += 1
@@ -75,6 +80,7 @@ class Counting:
         monkeypatch.setattr(store, "find_public", counted_find)
         monkeypatch.setattr(store, "keys_stamps", counted_stamps)
         monkeypatch.setattr(store, "private_keys", counted_private)
+        monkeypatch.setattr(store, "find_public_stamp", counted_find_stamp)
 
 
 @pytest.fixture
@@ -198,18 +204,48 @@ def test_a_verification_reads_stamps_not_keys(
     assert (counting.lists, counting.stamps) == (2, 3)
 
 
-def test_recipient_lookups_are_indexed_queries_without_stamps(
+def test_recipient_lookups_read_their_own_stamps_not_keys(
     store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
-    """Recipients are looked up by address every time (an indexed query):
-    a cached answer would have to be checked against the stamps of every
-    key imported for everyone, which grows with the directory."""
     app = _app(store)
     _setup(app, alice_tsk, bob_tsk)
-    counting.finds = counting.stamps = 0
+    counting.finds = counting.stamps = counting.find_stamps = 0
     for _ in range(3):
         app.encrypt(ALICE, message(sender=ALICE, to=BOB), PGP, [], sign=False, header_protection=False)
-    assert (counting.finds, counting.stamps) == (6, 0)  # Bob and Alice (the sender), each time
+    # Bob and Alice (the sender) read once; one address stamp per recipient
+    # and request; no owner stamp (it would cover every key of everyone).
+    assert (counting.finds, counting.find_stamps, counting.stamps) == (2, 6, 0)
+
+
+def test_a_recipient_stamp_does_not_grow_with_everyone_keys(
+    store: SQLKeyStore, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+) -> None:
+    app = _app(store)
+    _setup(app, alice_tsk, bob_tsk)
+    before = store.find_public_stamp(BOB, PGP, for_user=ALICE)
+    for n in range(5):
+        other = _backend.generate_tsk([f"Someone <someone{n}@ac-besancon.fr>"])
+        app.import_key(EVERYONE, _backend.public_cert(other), None)
+    assert store.find_public_stamp(BOB, PGP, for_user=ALICE) == before
+    # A key for Bob's address imported for everyone is part of the lookup.
+    bob_again = _backend.generate_tsk([f"Bob <{BOB}>"])
+    app.import_key(EVERYONE, _backend.public_cert(bob_again), None)
+    assert store.find_public_stamp(BOB, PGP, for_user=ALICE) != before
+
+
+def test_a_recipient_key_deleted_elsewhere_is_not_used(
+    make_store: MakeStore, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+) -> None:
+    a, b = _app(make_store()), _app(make_store())
+    _setup(a, alice_tsk, bob_tsk)
+    now = datetime.now(UTC)
+    assert a.recipient_keys(ALICE, PGP, [BOB], now).pgp
+    for key in [k for k in b.list_keys(ALICE) if k.scheme is PGP and BOB in k.addresses]:
+        b.delete_key(ALICE, key.key_id)
+    for key in [k for k in b.list_keys(BOB) if k.scheme is PGP]:
+        b.delete_key(BOB, key.key_id)
+    with pytest.raises(RecipientKeyMissingError):
+        a.recipient_keys(ALICE, PGP, [BOB], now)
 
 
 # --- changes are seen at once --------------------------------------------------------
