@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1196,6 +1197,26 @@ class SQLAuditSink:
 # ---------------------------------------------------------------------------
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database to WAL (a no-op once it is: the mode is stored
+    in the file).
+
+    The switch itself needs an exclusive lock, and SQLite answers "database
+    is locked" at once, without the busy handler, when another connection
+    is opening the same new database (several processes or threads starting
+    on a fresh data directory): retried for up to the busy timeout.
+    """
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -1205,9 +1226,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            _enable_wal(cursor)
+            cursor.execute("PRAGMA foreign_keys=ON")
             # Durable at every checkpoint, and safe against corruption in WAL
             # mode; FULL would fsync on every commit for little gain here.
             cursor.execute("PRAGMA synchronous=NORMAL")
