@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -189,13 +189,86 @@ class _HeldKey:
         return key
 
 
+_V = TypeVar("_V")
+
+
 @dataclass(frozen=True, slots=True)
-class _KeyEntry:
-    #: time.monotonic() before the store was read.
+class _Stamped(Generic[_V]):
+    #: time.monotonic() before the stamp was read.
     loaded: float
-    #: KeyStore.private_keys_stamp, read before the keys.
+    #: The owners whose local key changes drop the entry (_StampedCache.changed).
+    owners: tuple[str, ...]
+    #: The store's stamp of the rows ``value`` came from, read before them.
     stamp: object
-    keys: tuple[_HeldKey, ...]
+    value: _V
+
+
+class _StampedCache(Generic[_V]):
+    """Values read from the store, reused between requests while the store's
+    stamp of the rows they came from is unchanged, for at most a TTL.
+
+    The stamp is read before the value, so a change between the two reads
+    only costs the next request a re-read. A change made through this
+    process drops the entries of its owner at once (:meth:`changed`), and
+    a read that raced with it is used once but not kept. Bounded
+    (``max_entries``); the entries loaded first are dropped first, and
+    expired ones as new ones come in (and by :meth:`purge`).
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, _Stamped[_V]] = OrderedDict()
+        self._generation = 0
+
+    def get(
+        self,
+        slot: Hashable,
+        owners: tuple[str, ...],
+        ttl: float,
+        stamp: Callable[[], object],
+        load: Callable[[], _V],
+        *,
+        started: float | None = None,
+    ) -> _V:
+        """The value for ``slot``: held, or ``load()`` (and kept) when the
+        ``stamp()`` read now differs, the entry is older than ``ttl``, or
+        there is none. ``started``: the request's start (default now)."""
+        if started is None:
+            started = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(slot)
+            generation = self._generation
+        # The store is read outside the lock: other requests must not wait.
+        current = stamp()
+        if entry is not None and started - entry.loaded < ttl and entry.stamp == current:
+            return entry.value
+        value = load()
+        with self._lock:
+            if generation != self._generation:
+                return value  # changed here meanwhile: used once, not kept
+            entries = self._entries
+            entries.pop(slot, None)
+            entries[slot] = _Stamped(started, owners, current, value)
+            while len(entries) > self.max_entries or started - next(iter(entries.values())).loaded >= ttl:
+                entries.popitem(last=False)
+        return value
+
+    def changed(self, owner: str) -> None:
+        """Drop every entry made of ``owner``'s keys, at once."""
+        with self._lock:
+            self._generation += 1
+            for slot in [s for s, e in self._entries.items() if owner in e.owners]:
+                del self._entries[slot]
+
+    def purge(self, ttl: float) -> bool:
+        """Drop the entries older than ``ttl``; whether any is left."""
+        with self._lock:
+            now = time.monotonic()
+            entries = self._entries
+            while entries and now - next(iter(entries.values())).loaded >= ttl:
+                entries.popitem(last=False)
+            return bool(entries)
 
 
 @dataclass
@@ -234,9 +307,8 @@ class Secmail:
         # Private keys held between requests (_held_keys): (user, scheme)
         # -> keys, oldest load first. A change made here bumps the
         # generation, so a read that started before it is not kept.
-        self._key_lock = threading.Lock()
-        self._key_cache: OrderedDict[tuple[str, Scheme], _KeyEntry] = OrderedDict()
-        self._key_generation = 0
+        self._held: _StampedCache[tuple[_HeldKey, ...]] = _StampedCache(_KEY_CACHE_MAX)
+        self._sweeper_lock = threading.Lock()
         #: Drops held keys once they are older than key_cache_seconds, also
         #: when no further request comes (started with the first held key).
         self._key_sweeper: threading.Thread | None = None
@@ -594,28 +666,16 @@ class Secmail:
         keys do not linger in memory for idle users.
         """
         ttl = self.settings.key_cache_seconds
-        if ttl <= 0:
+
+        def load() -> tuple[_HeldKey, ...]:
             return tuple(_HeldKey(k, s) for k, s in self.store.private_keys(user, scheme))
-        slot = (user, scheme)
-        started = time.monotonic()
-        with self._key_lock:
-            entry = self._key_cache.get(slot)
-            generation = self._key_generation
-        # The store is read outside the lock: other users' requests must
-        # not wait on it. The stamp first: a change between the two reads
-        # then only makes the next request read the keys again.
-        stamp = self.store.private_keys_stamp(user, scheme)
-        if entry is not None and started - entry.loaded < ttl and entry.stamp == stamp:
-            return entry.keys
-        keys = tuple(_HeldKey(k, s) for k, s in self.store.private_keys(user, scheme))
-        with self._key_lock:
-            if generation != self._key_generation:
-                return keys  # changed here meanwhile: use once, do not keep
-            cache = self._key_cache
-            cache.pop(slot, None)
-            cache[slot] = _KeyEntry(started, stamp, keys)
-            while len(cache) > _KEY_CACHE_MAX or started - next(iter(cache.values())).loaded >= ttl:
-                cache.popitem(last=False)
+
+        if ttl <= 0:
+            return load()
+        keys = self._held.get(
+            (user, scheme), (user,), ttl, lambda: self.store.private_keys_stamp(user, scheme), load
+        )
+        with self._sweeper_lock:
             if self._key_sweeper is None:
                 self._key_sweeper = threading.Thread(
                     target=self._sweep_held_keys, args=(ttl,), name="secmail-key-sweeper", daemon=True
@@ -623,27 +683,25 @@ class Secmail:
                 self._key_sweeper.start()
         return keys
 
+    @property
+    def _key_cache(self) -> OrderedDict[Hashable, _Stamped[tuple[_HeldKey, ...]]]:
+        """The held keys by (user, scheme), oldest load first (for tests)."""
+        return self._held._entries
+
     def _sweep_held_keys(self, ttl: float) -> None:
         """Drop held keys past ``ttl``, every ``ttl`` seconds, until none is
         held: unsealed keys must not outlive their time in an idle process."""
         pause = threading.Event()  # waits in real time, whatever clock the cache reads
         while True:
             pause.wait(ttl)
-            with self._key_lock:
-                now = time.monotonic()
-                cache = self._key_cache
-                while cache and now - next(iter(cache.values())).loaded >= ttl:
-                    cache.popitem(last=False)
-                if not cache:
+            with self._sweeper_lock:
+                if not self._held.purge(ttl):
                     self._key_sweeper = None
                     return
 
     def _keys_changed(self, owner: str) -> None:
         """Drop the keys held for ``owner`` (all schemes), at once."""
-        with self._key_lock:
-            self._key_generation += 1
-            for slot in [s for s in self._key_cache if s[0] == owner]:
-                del self._key_cache[slot]
+        self._held.changed(owner)
         self._public.changed(owner)
 
     def sign(
@@ -864,18 +922,7 @@ class _LazyCandidates(Sequence[PGPCandidate]):
 _PUBLIC_CACHE_MAX = 2048
 
 
-@dataclass(frozen=True, slots=True)
-class _PublicEntry:
-    #: time.monotonic() before the stamps were read.
-    loaded: float
-    #: The owners whose key rows make the value, and their stamps
-    #: (KeyStore.keys_stamps), read before the value.
-    owners: tuple[str, ...]
-    stamps: tuple[object, ...]
-    value: tuple[StoredKey, ...]
-
-
-class _PublicKeys:
+class _PublicKeys(_StampedCache[tuple[StoredKey, ...]]):
     """What a process read of the store's public keys, reused between
     requests: an owner's keys of a scheme (``list_keys``: the reader's and
     everyone's imported OpenPGP keys, on every OpenPGP Verify), checked
@@ -901,10 +948,8 @@ class _PublicKeys:
     """
 
     def __init__(self, store: KeyStore) -> None:
+        super().__init__(_PUBLIC_CACHE_MAX)
         self._store = store
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, ...], _PublicEntry] = OrderedDict()
-        self._generation = 0
 
     def view(self, scheme: Scheme, ttl: float, owners: Iterable[str]) -> _PublicView:
         """One request's view, with the stamps of ``owners`` read now (in
@@ -921,40 +966,14 @@ class _PublicKeys:
         norm = normalise_addr_spec(address)
         if norm is None:
             return ()  # what find_public answers, without a query
-        slot = ("find", scheme.value, norm, for_user)
-        started = time.monotonic()
-        entry, generation = self._get(slot)
-        # Read before the keys: a change in between only costs a re-read.
-        stamps = (store.find_public_stamp(norm, scheme, for_user=for_user),)
-        if entry is not None and started - entry.loaded < ttl and entry.stamps == stamps:
-            return entry.value
-        value = tuple(store.find_public(norm, scheme, for_user=for_user))
-        # The owners whose local changes drop the entry at once.
-        self._keep(slot, _PublicEntry(started, (for_user, norm, EVERYONE), stamps, value), generation, ttl)
-        return value
-
-    def changed(self, owner: str) -> None:
-        """Drop every entry made of ``owner``'s keys, at once."""
-        with self._lock:
-            self._generation += 1
-            for slot in [s for s, e in self._entries.items() if owner in e.owners]:
-                del self._entries[slot]
-
-    def _get(self, slot: tuple[str, ...]) -> tuple[_PublicEntry | None, int]:
-        with self._lock:
-            return self._entries.get(slot), self._generation
-
-    def _keep(self, slot: tuple[str, ...], entry: _PublicEntry, generation: int, ttl: float) -> None:
-        with self._lock:
-            if generation != self._generation:
-                return  # changed here meanwhile: used once, not kept
-            entries = self._entries
-            entries.pop(slot, None)
-            entries[slot] = entry
-            while len(entries) > _PUBLIC_CACHE_MAX or (
-                entry.loaded - next(iter(entries.values())).loaded >= ttl
-            ):
-                entries.popitem(last=False)
+        return self.get(
+            ("find", scheme.value, norm, for_user),
+            # The owners whose local changes drop the entry at once.
+            (for_user, norm, EVERYONE),
+            ttl,
+            lambda: store.find_public_stamp(norm, scheme, for_user=for_user),
+            lambda: tuple(store.find_public(norm, scheme, for_user=for_user)),
+        )
 
 
 class _PublicView:
@@ -989,14 +1008,10 @@ class _PublicView:
         ttl = self._ttl
         if ttl <= 0:
             return load()
-        cache = self._cache
-        entry, generation = cache._get(slot)
-        # The stamps were read before this lookup (a change after them
-        # makes the next request read again), and before the load below.
-        self._stamp(owners)
-        stamps = tuple(self._stamps[o] for o in owners)
-        if entry is not None and self._started - entry.loaded < ttl and entry.stamps == stamps:
-            return entry.value
-        value = load()
-        cache._keep(slot, _PublicEntry(self._started, owners, stamps, value), generation, ttl)
-        return value
+
+        def stamps() -> tuple[object, ...]:
+            # The owners not stamped when the view was made, in one statement.
+            self._stamp(owners)
+            return tuple(self._stamps[o] for o in owners)
+
+        return self._cache.get(slot, owners, ttl, stamps, load, started=self._started)

@@ -151,7 +151,8 @@ def evaluate(request: Request, *, cache: PathCache | None = None) -> Evaluation:
             # The leaf and the message's certificates may live only here;
             # anchors and trust-store intermediates are the snapshot's.
             weight = der_weight(request.leaf, *request.pool)
-            cache.put(key, valid, everything, at, _cache_pins(request), weight=weight)
+            # Pinning the request keeps alive every object the key names by id.
+            cache.put(key, valid, everything, at, (request,), weight=weight)
         return _with_revocation(request, valid, found, notes)
     refusal = f"refused at the validation time: {outcome}"
 
@@ -200,7 +201,7 @@ def _cache_key(request: Request) -> tuple[Hashable, ...]:
     ``secmail.smime``'s parse cache, the checkers, the usage and the
     policy's algorithms are the same objects from one message to the next,
     and comparing them by identity costs nothing where hashing a trust
-    store would. The entry pins them (``_cache_pins``), so their ids cannot
+    store would. The entry pins the request holding them, so their ids cannot
     be reused meanwhile. The key holds only ints, strings and None, whose
     hashing runs no Python code (see ``secmail.trust._lru``).
     """
@@ -215,18 +216,6 @@ def _cache_key(request: Request) -> tuple[Hashable, ...]:
         tuple(map(id, request.checkers)),
         request.revocation.value,
         id(request.algorithms),
-    )
-
-
-def _cache_pins(request: Request) -> tuple[object, ...]:
-    return (
-        request.leaf,
-        request.pool,
-        request.anchors,
-        request.usage,
-        request.server_subject,
-        request.checkers,
-        request.algorithms,
     )
 
 

@@ -16,6 +16,9 @@ are merely parsed again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from cryptography import x509
 
 from secmail.trust._lru import BoundedLRU
@@ -26,19 +29,22 @@ _certificates: BoundedLRU[x509.Certificate] = BoundedLRU(8192, 64 << 20)
 _crls: BoundedLRU[x509.CertificateRevocationList] = BoundedLRU(256, 512 << 20, max_entry_weight=512 << 20)
 
 
+_T = TypeVar("_T")
+
+
+def _intern(cache: BoundedLRU[_T], der: bytes, load: Callable[[bytes], _T]) -> _T:
+    der = bytes(der)
+    found = cache.get(der)
+    if found is None:
+        found = cache.put(der, load(der), len(der))
+    return found
+
+
 def certificate(der: bytes) -> x509.Certificate:
     """``x509.load_der_x509_certificate(der)``, one object per DER."""
-    der = bytes(der)
-    found = _certificates.get(der)
-    if found is None:
-        found = _certificates.put(der, x509.load_der_x509_certificate(der), len(der))
-    return found
+    return _intern(_certificates, der, x509.load_der_x509_certificate)
 
 
 def crl(der: bytes) -> x509.CertificateRevocationList:
     """``x509.load_der_x509_crl(der)``, one object per DER."""
-    der = bytes(der)
-    found = _crls.get(der)
-    if found is None:
-        found = _crls.put(der, x509.load_der_x509_crl(der), len(der))
-    return found
+    return _intern(_crls, der, x509.load_der_x509_crl)
