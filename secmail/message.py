@@ -12,7 +12,6 @@ import cannot take the other down.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from secmail.mime.entity import (
     CRLF,
     Entity,
     Header,
+    base64_lines,
     canonicalize,
     check_structure,
     children,
@@ -408,7 +408,7 @@ def _ensure_transport_safe(payload: bytes) -> bytes:
     if cte in ("base64", "quoted-printable"):
         return payload
     headers = [h for h in entity.headers if h.lname != "content-transfer-encoding"]
-    encoded = base64.encodebytes(entity.body).replace(b"\n", CRLF)
+    encoded = base64_lines(entity.body)
     head = b"".join(h.raw + CRLF for h in headers) + b"Content-Transfer-Encoding: base64" + CRLF
     return head + CRLF + encoded
 

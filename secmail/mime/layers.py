@@ -61,11 +61,16 @@ _OID_ENVELOPED = bytes.fromhex("06092a864886f70d010703")
 _OID_AUTH_ENVELOPED = bytes.fromhex("060b2a864886f70d0109100117")
 
 
+#: What ``rb"\s"`` matches: whitespace is skipped in base64 bodies (RFC 2045 §6.8).
+_BASE64_WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
 def decode_body(entity: Entity) -> bytes:
     """The body with its Content-Transfer-Encoding undone (RFC 2045 §6)."""
     cte = (entity.get("content-transfer-encoding") or "7bit").strip().lower()
     if cte == "base64":
-        data = re.sub(rb"[\s]", b"", entity.body)
+        # The bytes regex class \s, deleted by translate (~10x cheaper than re.sub).
+        data = entity.body.translate(None, _BASE64_WHITESPACE)
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:

@@ -10,11 +10,9 @@ no forms, no styles that can load anything, and only ``cid:`` and
 
 from __future__ import annotations
 
-import base64
-
 import nh3
 
-from secmail.mime.entity import CRLF, Entity, Header, canonicalize, children, parse_entity
+from secmail.mime.entity import CRLF, Entity, Header, base64_lines, canonicalize, children, parse_entity
 from secmail.mime.layers import decode_body
 
 _URL_SCHEMES = {"cid", "mailto"}
@@ -111,7 +109,7 @@ def _clean_entity(entity: Entity, depth: int) -> tuple[bytes, bool]:
         head = b"".join(h.raw + CRLF for h in headers)
         head += b'Content-Type: text/html; charset="utf-8"' + CRLF
         head += b"Content-Transfer-Encoding: base64" + CRLF
-        body = base64.encodebytes(cleaned.encode("utf-8")).replace(b"\n", CRLF)
+        body = base64_lines(cleaned.encode("utf-8"))
         return head + CRLF + body, True
     return entity.raw, False
 

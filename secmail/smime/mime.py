@@ -8,11 +8,11 @@ multipart/signed must reach the verifier byte for byte as it was signed, and
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 
 from secmail.errors import ErrorReason, InputError
+from secmail.mime.entity import base64_lines
 
 CRLF = b"\r\n"
 
@@ -34,11 +34,6 @@ SMIME_TYPES = frozenset(
 def canonicalize(entity: bytes) -> bytes:
     """Turn every bare LF into CRLF (RFC 8551 §3.1.1); CRLF and lone CR are kept."""
     return _BARE_LF.sub(CRLF, entity)
-
-
-def base64_lines(data: bytes) -> bytes:
-    """Base64 in 76-character CRLF-terminated lines."""
-    return base64.encodebytes(data).replace(b"\n", CRLF)
 
 
 def _new_boundary(signed_entity: bytes) -> str:

@@ -1,9 +1,19 @@
 from __future__ import annotations
 
+import base64
+import os
+
 import pytest
 
 from secmail.errors import InputError, MessageTooLargeError
-from secmail.mime.entity import canonicalize, check_structure, children, parse_entity, split_multipart
+from secmail.mime.entity import (
+    base64_lines,
+    canonicalize,
+    check_structure,
+    children,
+    parse_entity,
+    split_multipart,
+)
 
 
 def test_canonicalize_bare_lf_and_cr() -> None:
@@ -82,3 +92,12 @@ def test_huge_header_values_are_not_memoised() -> None:
     parsed = parse_entity(raw)
     assert parsed.get("subject") == "x" * 100_000
     assert entity_module._unfolded_value.cache_info().currsize <= before + 1  # Content-Type only
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 56, 57, 58, 113, 114, 115, 3000, 3001])
+def test_base64_lines_match_the_standard_library(size: int) -> None:
+    data = os.urandom(size)
+    encoded = base64_lines(data)
+    assert encoded == base64.encodebytes(data).replace(b"\n", b"\r\n")
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert base64.b64decode(encoded.replace(b"\r\n", b"")) == data
