@@ -93,8 +93,7 @@ def verify_signed_data(der: bytes, *, detached_content: bytes | None, ctx: Verif
         content, content_problem = None, Reason.MALFORMED_SIGNATURE
 
     results = tuple(
-        _evaluate_signer(si, head, content, content_problem, econtent_type, certs, ctx)
-        for si, head in signer_infos
+        _evaluate_signer(head, content, content_problem, econtent_type, certs, ctx) for head in signer_infos
     )
     return SignedDataResult(
         signers=results,
@@ -136,12 +135,29 @@ class _SignerHead:
     signature_oid: str
     #: None when the SignerInfo has no signed attributes.
     attributes: tuple[_Attribute, ...] | None
+    #: The signed attributes' contents octets (under the [0] tag), as received.
+    signed_attrs: bytes | None
+    signature: bytes
+    #: The SignerInfo's received octets, for the rarer reads (an issuer Name
+    #: compared semantically, RSASSA-PSS parameters): see :meth:`asn1`.
+    der: bytes
+    parsed: cms.SignerInfo | None = field(default=None, compare=False)
+
+    def asn1(self) -> cms.SignerInfo:
+        """asn1crypto's SignerInfo (parsed again from :attr:`der` when the
+        fast reading below produced this head)."""
+        return self.parsed if self.parsed is not None else cms.SignerInfo.load(self.der)
 
 
-_SignerInfos = list[tuple[cms.SignerInfo, _SignerHead]]
+_Parsed = tuple[list[_SignerHead], str, bytes | None, list[_MessageCert]]
 
 
-def _parse(der: bytes) -> tuple[_SignerInfos, str, bytes | None, list[_MessageCert]]:
+def _parse(der: bytes) -> _Parsed:
+    known = _parse_known(der)
+    return known if known is not None else _parse_asn1(der)
+
+
+def _parse_asn1(der: bytes) -> _Parsed:
     try:
         info = cms.ContentInfo.load(bytes(der), strict=True)
         if info["content_type"].dotted != alg.OID_SIGNED_DATA:
@@ -153,7 +169,7 @@ def _parse(der: bytes) -> tuple[_SignerInfos, str, bytes | None, list[_MessageCe
         # InputError here and not a surprise halfway through the signers.
         signed_data["version"].native  # noqa: B018
         _derived("SignedData.digestAlgorithms", signed_data["digest_algorithms"], _read_fully)
-        signer_infos = [(si, _parse_signer_info(si)) for si in signed_data["signer_infos"]]
+        signer_infos = [_parse_signer_info(si) for si in signed_data["signer_infos"]]
         econtent_type, econtent = _encapsulated_content(signed_data)
         certs = _message_certificates(signed_data)
     except InputError:
@@ -161,6 +177,170 @@ def _parse(der: bytes) -> tuple[_SignerInfos, str, bytes | None, list[_MessageCe
     except _PARSE_ERRORS as exc:
         raise InputError("unreadable CMS SignedData") from exc
     return signer_infos, econtent_type, econtent, certs
+
+
+# --- the known-parts reading --------------------------------------------------------------
+# Written by hand (no library splits DER into exact octets without building
+# an object tree): asn1crypto's lazy tree costs ~60 us per message, more than
+# the RSA verification. It reads only what :func:`_parse` would read, and only
+# where the outcome is already known: every part whose reading is memoised
+# (_derived) must be found in the memo under its exact octets, i.e. read by
+# asn1crypto before, and the per-message parts (version, signature,
+# messageDigest, signingTime, eContent) must have the one plain DER shape read
+# below. Anything else (BER, long or unusual forms, CRLs, unsigned attributes,
+# a part seen for the first time) returns None and the message goes through
+# asn1crypto, so both readings give the same result for every input
+# (tests/smime/test_verify_caches.py compares them, on damaged input too).
+
+
+class _NotKnownError(Exception):
+    """The known-parts reading does not apply: read with asn1crypto."""
+
+
+def _element(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, contents start, contents end) of the DER element at ``pos``,
+    which must end by ``end``; definite lengths in their shortest form only."""
+    if pos + 2 > end:
+        raise _NotKnownError
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise _NotKnownError  # high tag number form
+    first = data[pos + 1]
+    if first < 0x80:
+        length, start = first, pos + 2
+    elif first == 0x81 and pos + 3 <= end and data[pos + 2] >= 0x80:
+        length, start = data[pos + 2], pos + 3
+    elif first == 0x82 and pos + 4 <= end and data[pos + 2] != 0:
+        length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+    elif first == 0x83 and pos + 5 <= end and data[pos + 2] != 0:
+        length, start = int.from_bytes(data[pos + 2 : pos + 5], "big"), pos + 5
+    else:
+        raise _NotKnownError  # indefinite (BER), non-minimal or beyond 16 MiB
+    if start + length > end:
+        raise _NotKnownError
+    return tag, start, start + length
+
+
+def _elements(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(tag, element start, contents start, end) of each element in ``data[start:end]``."""
+    found = []
+    pos = start
+    while pos < end:
+        tag, contents, after = _element(data, pos, end)
+        found.append((tag, pos, contents, after))
+        pos = after
+    return found
+
+
+def _known(kind: str, raw: bytes) -> object:
+    """The memoised reading of ``raw`` as ``kind`` (see :func:`_derived`)."""
+    found = _derived_memo.get((kind, raw))
+    if found is None:
+        raise _NotKnownError
+    return found[0]
+
+
+_SIGNED_DATA_TYPE = bytes.fromhex("06092a864886f70d010702")  # id-signedData
+_DATA_TYPE = bytes.fromhex("06092a864886f70d010701")  # id-data
+#: CMSVersion 1 and 3, the SignedData and SignerInfo versions of RFC 5652 §5.1 and §5.3
+#: for X.509 certificates (3: a SignerInfo naming its key by subjectKeyIdentifier).
+_VERSIONS = (bytes.fromhex("020101"), bytes.fromhex("020103"))
+
+
+def _parse_known(der: bytes) -> _Parsed | None:
+    try:
+        return _read_known(bytes(der))
+    except (_NotKnownError, *_PARSE_ERRORS):
+        # Unreadable parts (a signingTime that is no time) are reported by
+        # the asn1crypto reading, as InputError.
+        return None
+
+
+def _read_known(der: bytes) -> _Parsed:
+    # ContentInfo ::= SEQUENCE { contentType, content [0] EXPLICIT }, nothing after it.
+    tag, start, end = _element(der, 0, len(der))
+    if tag != 0x30 or end != len(der):
+        raise _NotKnownError
+    outer = _elements(der, start, end)
+    if len(outer) != 2 or der[outer[0][1] : outer[0][3]] != _SIGNED_DATA_TYPE or outer[1][0] != 0xA0:
+        raise _NotKnownError
+    inner = _elements(der, outer[1][2], outer[1][3])
+    if len(inner) != 1 or inner[0][0] != 0x30:
+        raise _NotKnownError
+    # SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
+    #   certificates [0] IMPLICIT OPTIONAL, crls [1] IMPLICIT OPTIONAL, signerInfos }
+    fields = _elements(der, inner[0][2], inner[0][3])
+    tags = [f[0] for f in fields]
+    if tags not in ([0x02, 0x31, 0x30, 0xA0, 0x31], [0x02, 0x31, 0x30, 0x31]):
+        raise _NotKnownError
+    raw = [der[f[1] : f[3]] for f in fields]
+    if raw[0] not in _VERSIONS:
+        raise _NotKnownError
+    _known("SignedData.digestAlgorithms", raw[1])
+    econtent_type, econtent = _known_encapsulated(raw[2])
+    certs = (
+        _message_certs(cast("tuple[bytes, ...]", _known("SignedData.certificates", raw[3])))
+        if len(raw) == 5
+        else []
+    )
+    infos = fields[-1]
+    heads = [_known_signer_info(der, f) for f in _elements(der, infos[2], infos[3])]
+    return heads, econtent_type, econtent, certs
+
+
+def _known_encapsulated(raw: bytes) -> tuple[str, bytes | None]:
+    if len(raw) <= _SMALL_ENCAP:
+        return cast("tuple[str, bytes | None]", _known("SignedData.encapContentInfo", raw))
+    # Opaque signing: SEQUENCE { id-data, [0] EXPLICIT OCTET STRING (primitive) }.
+    tag, start, end = _element(raw, 0, len(raw))
+    if tag != 0x30 or end != len(raw):
+        raise _NotKnownError
+    parts = _elements(raw, start, end)
+    if len(parts) != 2 or raw[parts[0][1] : parts[0][3]] != _DATA_TYPE or parts[1][0] != 0xA0:
+        raise _NotKnownError
+    octets = _elements(raw, parts[1][2], parts[1][3])
+    if len(octets) != 1 or octets[0][0] != 0x04:
+        raise _NotKnownError
+    return alg.OID_DATA, raw[octets[0][2] : octets[0][3]]
+
+
+def _known_signer_info(der: bytes, element: tuple[int, int, int, int]) -> _SignerHead:
+    # SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm, signedAttrs [0]
+    #   IMPLICIT OPTIONAL, signatureAlgorithm, signature, unsignedAttrs [1] IMPLICIT OPTIONAL }
+    tag, _, start, end = element
+    if tag != 0x30:
+        raise _NotKnownError
+    fields = _elements(der, start, end)
+    tags = [f[0] for f in fields]
+    if len(tags) not in (5, 6) or tags[0] != 0x02 or tags[1] not in (0x30, 0x80) or tags[2] != 0x30:
+        raise _NotKnownError
+    if tags[3:] not in ([0xA0, 0x30, 0x04], [0x30, 0x04]):
+        raise _NotKnownError
+    raw = [der[f[1] : f[3]] for f in fields]
+    if raw[0] not in _VERSIONS:
+        raise _NotKnownError
+    sid = cast("_Sid", _known("SignerInfo.sid", raw[1]))
+    digest_oid = cast("str", _known("SignerInfo.digestAlgorithm", raw[2]))
+    attributes: tuple[_Attribute, ...] | None = None
+    contents: bytes | None = None
+    if len(fields) == 6:
+        attrs = fields[3]
+        contents = der[attrs[2] : attrs[3]]
+        attributes = tuple(
+            _known_attribute(der[a[1] : a[3]], a[0]) for a in _elements(der, attrs[2], attrs[3])
+        )
+    signature_oid = cast("str", _known("SignerInfo.signatureAlgorithm", raw[-2]))
+    signature = der[fields[-1][2] : fields[-1][3]]
+    return _SignerHead(sid, digest_oid, signature_oid, attributes, contents, signature, der[element[1] : end])
+
+
+def _known_attribute(raw: bytes, tag: int) -> _Attribute:
+    if tag != 0x30:
+        raise _NotKnownError
+    quick = _quick_attribute(raw)
+    if quick is not None:
+        return quick
+    return cast("_Attribute", _known("SignerInfo.signedAttrs[]", raw))
 
 
 class _EncapsulatedContentInfo(core.Sequence):
@@ -212,12 +392,17 @@ def _parse_signer_info(signer_info: cms.SignerInfo) -> _SignerHead:
     signature_oid = _derived(
         "SignerInfo.signatureAlgorithm", signer_info["signature_algorithm"], _read_algorithm
     )
-    signer_info["signature"].native  # noqa: B018
+    signature = bytes(signer_info["signature"].native)
     signed_attrs = signer_info["signed_attrs"]
     attributes: tuple[_Attribute, ...] | None = None
+    contents: bytes | None = None
     if not isinstance(signed_attrs, core.Void):
         attributes = tuple(_read_signed_attribute(attribute) for attribute in signed_attrs)
-    return _SignerHead(sid, digest_oid, signature_oid, attributes)
+        contents = bytes(signed_attrs.contents)
+    received = _received_encoding(signer_info)
+    return _SignerHead(
+        sid, digest_oid, signature_oid, attributes, contents, signature, received or b"", signer_info
+    )
 
 
 def _read_signed_attribute(attribute: cms.CMSAttribute) -> _Attribute:
@@ -367,7 +552,12 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_MessageCert]:
     cert_set = signed_data["certificates"]
     if isinstance(cert_set, core.Void):
         return found
-    for der in _derived("SignedData.certificates", cert_set, _certificate_ders):
+    return _message_certs(_derived("SignedData.certificates", cert_set, _certificate_ders))
+
+
+def _message_certs(ders: Sequence[bytes]) -> list[_MessageCert]:
+    found: list[_MessageCert] = []
+    for der in ders:
         cert = _certs.message_cert(der)
         if cert is None:
             # cryptography refuses some certificates asn1crypto reads; such a
@@ -384,7 +574,6 @@ def _certificate_ders(cert_set: cms.CertificateSet) -> tuple[bytes, ...]:
 
 # --- one signer ---------------------------------------------------------------------------------
 def _evaluate_signer(
-    signer_info: cms.SignerInfo,
     head: _SignerHead,
     content: bytes | None,
     content_problem: Reason | None,
@@ -395,7 +584,7 @@ def _evaluate_signer(
     facts = _SignerFacts()
     try:
         try:
-            _check_signer(signer_info, head, content, content_problem, econtent_type, certs, ctx, facts)
+            _check_signer(head, content, content_problem, econtent_type, certs, ctx, facts)
         except UnsupportedAlgorithmError as exc:
             raise _SignerStopError(Reason.UNSUPPORTED_ALGORITHM) from exc
         except _PARSE_ERRORS as exc:
@@ -445,7 +634,6 @@ def _evaluate_signer(
 
 
 def _check_signer(
-    signer_info: cms.SignerInfo,
     head: _SignerHead,
     content: bytes | None,
     content_problem: Reason | None,
@@ -455,9 +643,8 @@ def _check_signer(
     facts: _SignerFacts,
 ) -> None:
     """Fill ``facts``; raise _SignerStopError with the reason that ends the evaluation."""
-    sid = signer_info["sid"]
-    candidates = _matching_certs(head.sid, sid, certs)
-    facts.claimed_key_id = _claimed_key_id(head.sid, sid, candidates)
+    candidates = _matching_certs(head, certs)
+    facts.claimed_key_id = _claimed_key_id(head, candidates)
     if content_problem is not None:
         raise _SignerStopError(content_problem)
     assert content is not None
@@ -466,7 +653,6 @@ def _check_signer(
     facts.cert = candidates[0]
 
     digest_name = alg.DIGEST_NAMES.get(head.digest_oid)
-    sig_alg = signer_info["signature_algorithm"]
     sig_oid = head.signature_oid
     spec = alg.SIGNATURE_ALGORITHMS.get(sig_oid)
     facts.algorithm = sig_oid
@@ -476,7 +662,9 @@ def _check_signer(
     family = spec.family
     pss: padding.PSS | None = None
     if family is alg.SigFamily.RSA_PSS:
-        pss_params = _derived("SignerInfo.signatureAlgorithm/pss", sig_alg, _pss_parameters)
+        pss_params = _derived(
+            "SignerInfo.signatureAlgorithm/pss", head.asn1()["signature_algorithm"], _pss_parameters
+        )
         if pss_params is None:
             raise _SignerStopError(Reason.UNSUPPORTED_ALGORITHM)
         sig_hash, pss = pss_params
@@ -499,9 +687,10 @@ def _check_signer(
         # RFC 5652 §5.4: the signature covers the attributes' DER under the
         # SET OF tag, not the [0] IMPLICIT tag they travel with. The received
         # octets are used as they are (they MUST already be DER).
-        signed_bytes = alg.der_tlv(0x31, bytes(signer_info["signed_attrs"].contents))
+        assert head.signed_attrs is not None
+        signed_bytes = alg.der_tlv(0x31, head.signed_attrs)
 
-    signature = bytes(signer_info["signature"].native)
+    signature = head.signature
     verified: _MessageCert | None = None
     unsupported_key = False
     for candidate in candidates:
@@ -632,30 +821,31 @@ def _signature_holds(
 
 
 # --- identities ------------------------------------------------------------------------------
-def _matching_certs(
-    named: _Sid, sid: cms.SignerIdentifier, certs: Sequence[_MessageCert]
-) -> list[_MessageCert]:
+def _matching_certs(head: _SignerHead, certs: Sequence[_MessageCert]) -> list[_MessageCert]:
+    named = head.sid
     if named.by_issuer:
-        return [c for c in certs if _issued_as(c, named, sid)]
+        return [c for c in certs if _issued_as(c, head)]
     return [c for c in certs if c.subject_key_identifier() == named.ski]
 
 
-def _issued_as(cert: _MessageCert, named: _Sid, sid: cms.SignerIdentifier) -> bool:
+def _issued_as(cert: _MessageCert, head: _SignerHead) -> bool:
+    named = head.sid
     cert_issuer_der, cert_serial = cert.issuer_and_serial()
     if cert_serial != named.serial:
         return False
     # Byte-equal DER first: asn1crypto's semantic Name comparison runs
     # LDAP string preparation and costs ~0.2 ms per certificate.
-    return cert_issuer_der == named.issuer_der or cert.asn1().issuer == sid.chosen["issuer"]
+    return cert_issuer_der == named.issuer_der or cert.asn1().issuer == head.asn1()["sid"].chosen["issuer"]
 
 
-def _claimed_key_id(named: _Sid, sid: cms.SignerIdentifier, candidates: Sequence[_MessageCert]) -> str:
+def _claimed_key_id(head: _SignerHead, candidates: Sequence[_MessageCert]) -> str:
     """``issuer=<RFC 4514>;serial=<hex>`` or ``ski=<hex>``, as the signer named itself."""
+    named = head.sid
     if named.by_issuer:
         if candidates:
             issuer = candidates[0].issuer_rfc4514()
         else:
-            issuer = _rfc4514(sid.chosen["issuer"])
+            issuer = _rfc4514(head.asn1()["sid"].chosen["issuer"])
         return f"issuer={issuer};serial={named.serial:x}"
     return f"ski={named.ski.hex()}"
 

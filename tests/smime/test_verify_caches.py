@@ -2,7 +2,8 @@
 
 Parsed message certificates (``secmail.smime._certs``), what was read from
 repeated encodings (``verify._derived``), the quick reading of messageDigest
-and signingTime (``verify._quick_attribute``) and the path cache
+and signingTime (``verify._quick_attribute``), the reading of a SignedData
+whose parts are all known (``verify._parse_known``) and the path cache
 (``secmail.trust._pathcache``): warm or cold, every message gets the same
 result, broken input raises every time, and every cache is bounded.
 """
@@ -297,3 +298,74 @@ def test_same_der_other_certificate_object_still_matches(pki: SmimePKI) -> None:
     assert first == second
     assert first.certificates[0] is not second.certificates[0]
     assert isinstance(second.certificates[0], x509.Certificate)
+
+
+def _parsed(der: bytes) -> object:
+    """What a SignedData reads as, comparable (certificates by fingerprint)."""
+    heads, econtent_type, econtent, certs = smime_verify._parse_asn1(der)
+    return heads, econtent_type, econtent, [c.fingerprint for c in certs]
+
+
+def _known(der: bytes) -> object:
+    known = smime_verify._parse_known(der)
+    if known is None:
+        return None
+    heads, econtent_type, econtent, certs = known
+    return heads, econtent_type, econtent, [c.fingerprint for c in certs]
+
+
+def test_known_parts_reading_gives_the_asn1crypto_reading(pki: SmimePKI) -> None:
+    messages = _messages(pki)
+    for _, der, _ in messages:
+        # Nothing read yet: the known-parts reading declines.
+        assert smime_verify._parse_known(der) is None
+    expected = {name: _parsed(der) for name, der, _ in messages}
+    applied = set()
+    for name, der, _ in messages:
+        known = _known(der)
+        if known is not None:
+            applied.add(name)
+            assert known == expected[name], name
+    # The usual shapes are read the quick way once their parts are known;
+    # a long-form messageDigest (never kept) is not.
+    assert {"detached", "opaque", "pss", "ecdsa", "ed25519", "ski", "two-signers"} <= applied
+    assert "long-form-attribute" not in applied
+
+
+def _variants(der: bytes, rng: random.Random) -> Iterator[bytes]:
+    for _ in range(150):
+        mutated = bytearray(der)
+        at = rng.randrange(len(mutated))
+        choice = rng.randrange(4)
+        if choice == 0:
+            mutated[at] = rng.randrange(256)
+        elif choice == 1:
+            mutated[at] ^= 1 << rng.randrange(8)
+        elif choice == 2:
+            del mutated[at]
+        else:
+            mutated.insert(at, rng.randrange(256))
+        yield bytes(mutated)
+    for cut in range(1, len(der), max(1, len(der) // 40)):
+        yield der[:cut]
+
+
+def test_known_parts_reading_agrees_on_damaged_messages(pki: SmimePKI) -> None:
+    """Changed, dropped or inserted bytes anywhere: wherever the quick
+    reading still applies it reads what asn1crypto reads, and otherwise it
+    declines (the message is then read by asn1crypto, errors included)."""
+    rng = random.Random(5652)
+    messages = _messages(pki)
+    for _, der, _ in messages:
+        smime_verify._parse_asn1(der)  # the parts of the genuine messages are known
+    applied = 0
+    for _, der, _ in messages:
+        for variant in _variants(der, rng):
+            known = _outcome(_known, variant)
+            if known is None:
+                continue
+            applied += 1
+            assert known == _outcome(_parsed, variant), variant.hex()
+    # Damage in the per-message parts (signature, digest, time, content)
+    # keeps the quick reading: those cases are compared above.
+    assert applied > 80
