@@ -257,19 +257,11 @@ def _parse_known(der: bytes) -> _Parsed | None:
 
 
 def _read_known(der: bytes) -> _Parsed:
-    # ContentInfo ::= SEQUENCE { contentType, content [0] EXPLICIT }, nothing after it.
-    tag, start, end = _element(der, 0, len(der))
-    if tag != 0x30 or end != len(der):
-        raise _NotKnownError
-    outer = _elements(der, start, end)
-    if len(outer) != 2 or der[outer[0][1] : outer[0][3]] != _SIGNED_DATA_TYPE or outer[1][0] != 0xA0:
-        raise _NotKnownError
-    inner = _elements(der, outer[1][2], outer[1][3])
-    if len(inner) != 1 or inner[0][0] != 0x30:
-        raise _NotKnownError
+    # ContentInfo ::= SEQUENCE { contentType, content [0] EXPLICIT SignedData }.
+    start, end = _typed_content(der, _SIGNED_DATA_TYPE, 0x30)
     # SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
     #   certificates [0] IMPLICIT OPTIONAL, crls [1] IMPLICIT OPTIONAL, signerInfos }
-    fields = _elements(der, inner[0][2], inner[0][3])
+    fields = _elements(der, start, end)
     tags = [f[0] for f in fields]
     if tags not in ([0x02, 0x31, 0x30, 0xA0, 0x31], [0x02, 0x31, 0x30, 0x31]):
         raise _NotKnownError
@@ -292,16 +284,24 @@ def _known_encapsulated(raw: bytes) -> tuple[str, bytes | None]:
     if len(raw) <= _SMALL_ENCAP:
         return cast("tuple[str, bytes | None]", _known("SignedData.encapContentInfo", raw))
     # Opaque signing: SEQUENCE { id-data, [0] EXPLICIT OCTET STRING (primitive) }.
-    tag, start, end = _element(raw, 0, len(raw))
-    if tag != 0x30 or end != len(raw):
+    start, end = _typed_content(raw, _DATA_TYPE, 0x04)
+    return alg.OID_DATA, raw[start:end]
+
+
+def _typed_content(data: bytes, type_oid: bytes, inner_tag: int) -> tuple[int, int]:
+    """Where the contents of X are in ``data`` = SEQUENCE { ``type_oid``, [0]
+    EXPLICIT X }, X tagged ``inner_tag``, nothing after (ContentInfo, and
+    EncapsulatedContentInfo with its content)."""
+    tag, start, end = _element(data, 0, len(data))
+    if tag != 0x30 or end != len(data):
         raise _NotKnownError
-    parts = _elements(raw, start, end)
-    if len(parts) != 2 or raw[parts[0][1] : parts[0][3]] != _DATA_TYPE or parts[1][0] != 0xA0:
+    parts = _elements(data, start, end)
+    if len(parts) != 2 or data[parts[0][1] : parts[0][3]] != type_oid or parts[1][0] != 0xA0:
         raise _NotKnownError
-    octets = _elements(raw, parts[1][2], parts[1][3])
-    if len(octets) != 1 or octets[0][0] != 0x04:
+    inner = _elements(data, parts[1][2], parts[1][3])
+    if len(inner) != 1 or inner[0][0] != inner_tag:
         raise _NotKnownError
-    return alg.OID_DATA, raw[octets[0][2] : octets[0][3]]
+    return inner[0][2], inner[0][3]
 
 
 def _known_signer_info(der: bytes, element: tuple[int, int, int, int]) -> _SignerHead:
