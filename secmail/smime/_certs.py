@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from secmail.trust._lru import BoundedLRU, der_weight
+from secmail.trust._lru import BoundedLRU, CertificateMemo
 from secmail.verdict import ChainCertificate
 
 _SHA256 = hashes.SHA256()
@@ -129,7 +129,7 @@ def message_cert(der: bytes) -> MessageCert | None:
 #: chains are made of the same objects from one message to the next (this
 #: cache's certificates, a trust snapshot's anchors and intermediates); the
 #: entry keeps its certificate alive, so its id is not reused meanwhile.
-_chain_entries: BoundedLRU[tuple[x509.Certificate, ChainCertificate]] = BoundedLRU(
+_chain_entries: CertificateMemo[ChainCertificate] = CertificateMemo(
     CACHE_SIZE, CACHE_BYTES, max_entry_weight=1 << 20
 )
 
@@ -137,15 +137,13 @@ _chain_entries: BoundedLRU[tuple[x509.Certificate, ChainCertificate]] = BoundedL
 def chain_certificate(cert: x509.Certificate) -> ChainCertificate:
     """The verdict's description of a chain certificate (may raise, as
     reading the subject may)."""
-    key = id(cert)
-    found = _chain_entries.get(key)
-    if found is not None and found[0] is cert:
-        return found[1]
-    entry = ChainCertificate(
+    return _chain_entries.read(cert, _describe)
+
+
+def _describe(cert: x509.Certificate) -> ChainCertificate:
+    return ChainCertificate(
         fingerprint=cert.fingerprint(_SHA256).hex(), subject=cert.subject.rfc4514_string()
     )
-    _chain_entries.put(key, (cert, entry), der_weight(cert), replace=True)
-    return entry
 
 
 def clear() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from cryptography import x509
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 _V = TypeVar("_V")
 
-__all__ = ["BoundedLRU", "der_weight"]
+__all__ = ["BoundedLRU", "CertificateMemo", "der_weight"]
 
 
 class BoundedLRU(Generic[_V]):
@@ -85,3 +85,25 @@ class BoundedLRU(Generic[_V]):
 def der_weight(*certs: x509.Certificate) -> int:
     """The DER size of ``certs``, as the weight of an entry pinning them."""
     return sum(len(cert.public_bytes(Encoding.DER)) for cert in certs) + 64
+
+
+class CertificateMemo(BoundedLRU[tuple[x509.Certificate, _V]]):
+    """Results of functions of a certificate alone, by certificate object.
+
+    Keyed by ``id(cert)``, each entry holding the certificate (kept alive,
+    so its id is not reused while the entry exists): the certificates of a
+    message and of a trust snapshot are the same objects from one message to
+    the next (``smime._certs``, ``trust.interned``), and hashing a
+    certificate would cost more than most of what is memoised. Weighted by
+    the certificate's DER size.
+    """
+
+    def read(self, cert: x509.Certificate, compute: Callable[[x509.Certificate], _V]) -> _V:
+        """``compute(cert)``, once per certificate object while it is kept.
+        Each memo serves one ``compute`` (its call sites pass the same one)."""
+        found = self.get(id(cert))
+        if found is not None and found[0] is cert:
+            return found[1]
+        value = compute(cert)
+        self.put(id(cert), (cert, value), der_weight(cert), replace=True)
+        return value

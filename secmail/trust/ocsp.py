@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from secmail.trust._lru import CertificateMemo
 from secmail.trust.cache import MemoryCache, RevocationCache, utc_now
 from secmail.trust.fetch import Fetcher, FetchError
 from secmail.trust.revocation import RevocationStatus
@@ -171,8 +172,16 @@ def check_ocsp_response(
     return _judge(der, cert, issuer, at=at, skew=clock_skew, max_age=max_age_without_next_update).status
 
 
+_ocsp_urls_memo: CertificateMemo[tuple[str, ...]] = CertificateMemo(1024, 16 << 20)
+
+
 def ocsp_urls(cert: x509.Certificate) -> tuple[str, ...]:
     """The HTTP(S) OCSP responder URLs of ``cert``'s AIA, in order."""
+    # Asked for every certificate of every chain on every verification.
+    return _ocsp_urls_memo.read(cert, _ocsp_urls)
+
+
+def _ocsp_urls(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except Exception:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from secmail.policy import RevocationMode
-from secmail.trust._lru import BoundedLRU, der_weight
+from secmail.trust._lru import BoundedLRU, CertificateMemo
 from secmail.trust.cache import MemoryCache, RevocationCache, utc_now
 from secmail.trust.fetch import Fetcher, FetchError
 from secmail.verdict import Reason
@@ -307,11 +307,7 @@ class FetchedCRLChecker:
         self._cache.put(f"failed {key}", b"", expires=self._now() + self._retry_after)
 
 
-#: crl_urls results by certificate object id, with the certificate (kept
-#: alive so that its id is not reused while the entry exists). A function of
-#: the certificate alone; the certificates of a message and of a trust
-#: snapshot are the same objects from one message to the next. Bounded.
-_crl_urls_memo: BoundedLRU[tuple[x509.Certificate, tuple[tuple[str, bool], ...]]] = BoundedLRU(1024, 16 << 20)
+_crl_urls_memo: CertificateMemo[tuple[tuple[str, bool], ...]] = CertificateMemo(1024, 16 << 20)
 
 
 def crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:
@@ -321,13 +317,7 @@ def crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:
     there covers only those). Points with a cRLIssuer (indirect CRLs) or
     a relative name are left out.
     """
-    key = id(cert)
-    found = _crl_urls_memo.get(key)
-    if found is not None and found[0] is cert:
-        return found[1]
-    urls = _crl_urls(cert)
-    _crl_urls_memo.put(key, (cert, urls), der_weight(cert), replace=True)
-    return urls
+    return _crl_urls_memo.read(cert, _crl_urls)
 
 
 def _crl_urls(cert: x509.Certificate) -> tuple[tuple[str, bool], ...]:

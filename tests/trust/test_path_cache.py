@@ -25,7 +25,7 @@ from secmail.context import TrustContext
 from secmail.policy import DEFAULT_POLICY, AlgorithmPolicy, RevocationMode
 from secmail.trust import _engine, _pathcache, interned
 from secmail.trust import path as trust_path
-from secmail.trust._lru import BoundedLRU
+from secmail.trust._lru import BoundedLRU, CertificateMemo
 from secmail.trust.path import PathResult, validate_email_signer
 from secmail.trust.revocation import RevocationStatus, shared_crl_checker
 from secmail.verdict import Reason
@@ -326,3 +326,25 @@ def test_bounded_lru_bounds_entries_and_weight() -> None:
     assert lru.put("b", 3, 1) == 2  # the first stored wins...
     assert lru.put("b", 3, 1, replace=True) == 3  # ...unless replaced
     assert lru.get("b") == 3
+
+
+def test_certificate_memo_reads_each_certificate_object_once(pki: Hierarchy) -> None:
+    memo: CertificateMemo[str] = CertificateMemo(2, 1 << 20)
+    calls: list[x509.Certificate] = []
+
+    def subject(cert: x509.Certificate) -> str:
+        calls.append(cert)
+        return cert.subject.rfc4514_string()
+
+    ee = pki.ee.cert
+    assert memo.read(ee, subject) == memo.read(ee, subject) == ee.subject.rfc4514_string()
+    assert calls == [ee]
+    # An equal certificate that is another object is read again (keyed by
+    # object: the entry pins the object its id belongs to).
+    twin = x509.load_der_x509_certificate(ee.public_bytes(Encoding.DER))
+    assert memo.read(twin, subject) == ee.subject.rfc4514_string()
+    assert len(calls) == 2
+    memo.read(pki.root.cert, subject)  # bounded: the oldest entry goes
+    assert len(memo) == 2
+    memo.read(ee, subject)
+    assert len(calls) == 4
