@@ -1,6 +1,6 @@
 """secmail throughput against the tools gateways script today, in one run.
 
-    .venv/bin/python benchmarks/run.py [--seconds 5] [--size 20000] [--only smime|openpgp]
+    .venv/bin/python benchmarks/run.py [--rounds 3] [--seconds 3] [--size 20000] [--only smime|openpgp]
 
 S/MIME: Sign and Verify of a 20 KB message over gRPC (RSA-2048), against
 ``openssl cms -sign`` / ``-verify`` run once per message as a subprocess.
@@ -10,16 +10,21 @@ python-gnupg.
 
 Both sides get the whole machine: secmail runs ``secmail serve`` with one
 worker process per core, loaded by one asyncio gRPC client keeping four
-calls per core in flight, each on its own connection; the peers run as many concurrent subprocesses as there are cores. Each
-figure is operations per second over ``--seconds`` after a warm-up; the
-ratio is secmail / peer.
+calls per core in flight, each on its own connection; the peers run as many
+concurrent subprocesses as there are cores. Each figure is operations per
+second over ``--seconds`` after a warm-up.
+
+The two sides of a comparison are measured in turn, ``--rounds`` times
+(which side goes first alternates), and each round gives a ratio
+secmail / peer: on a shared machine whose other load comes and goes, two
+figures taken seconds apart are comparable where two taken minutes apart
+are not. The table gives the median of each side, the median of the
+rounds' ratios (the target's figure) and their range.
 
 Each side's CPU time per operation is printed too, every process of the
 side counted (the benchmark's client and the secmail workers; the
 benchmark's process, the peer's subprocesses and gpg's agent). Other load
-on the machine lowers the throughput figures but hardly these, so their
-ratio is the steadier measure of efficiency; the throughput ratio is the
-target's.
+on the machine lowers the throughput figures but hardly these.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,24 +229,47 @@ def body_of(size: int) -> bytes:
     return (line * (size // len(line) + 1))[:size]
 
 
-Row = tuple[str, Figure, Figure]
+@dataclass(frozen=True)
+class Comparison:
+    """One operation: how to measure secmail doing it, and the peer."""
+
+    name: str
+    ours: Callable[[], Figure]
+    theirs: Callable[[], Figure]
 
 
-def report(rows: list[Row]) -> None:
+def measure(comparisons: list[Comparison], rounds: int) -> None:
+    """Measure each comparison ``rounds`` times, the sides in turn, and print its row."""
     print(
-        f"{'operation':<36}{'secmail op/s':>13}{'peer op/s':>11}{'ratio':>8}"
+        f"{'operation':<36}{'secmail op/s':>13}{'peer op/s':>11}{'ratio':>8}{'rounds':>14}"
         f"{'secmail CPU ms':>16}{'peer CPU ms':>13}{'CPU ratio':>11}"
     )
-    for name, ours, theirs in rows:
-        print(
-            f"{name:<36}{ours.ops_per_second:>13.1f}{theirs.ops_per_second:>11.1f}"
-            f"{ours.ops_per_second / theirs.ops_per_second:>7.1f}x"
-            f"{ours.cpu_ms:>16.2f}{theirs.cpu_ms:>13.2f}{theirs.cpu_ms / ours.cpu_ms:>10.1f}x"
-        )
     sys.stdout.flush()
+    for comparison in comparisons:
+        ours: list[Figure] = []
+        theirs: list[Figure] = []
+        for round_ in range(rounds):
+            # Alternate which side goes first, so that a load that rises or
+            # falls during the run does not favour one of them.
+            if round_ % 2 == 0:
+                ours.append(comparison.ours())
+                theirs.append(comparison.theirs())
+            else:
+                theirs.append(comparison.theirs())
+                ours.append(comparison.ours())
+        ratios = [o.ops_per_second / t.ops_per_second for o, t in zip(ours, theirs, strict=True)]
+        ours_cpu = statistics.median(f.cpu_ms for f in ours)
+        theirs_cpu = statistics.median(f.cpu_ms for f in theirs)
+        print(
+            f"{comparison.name:<36}{statistics.median(f.ops_per_second for f in ours):>13.1f}"
+            f"{statistics.median(f.ops_per_second for f in theirs):>11.1f}"
+            f"{statistics.median(ratios):>7.1f}x{f'{min(ratios):.1f}-{max(ratios):.1f}x':>14}"
+            f"{ours_cpu:>16.2f}{theirs_cpu:>13.2f}{theirs_cpu / ours_cpu:>10.1f}x"
+        )
+        sys.stdout.flush()
 
 
-def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[Row]:
+def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[Comparison]:
     from cryptography.hazmat.primitives import serialization
 
     pki = make_pki()
@@ -285,20 +314,22 @@ def bench_smime(server: Server, work: Path, seconds: float, size: int) -> list[R
     sign_req = message_security_pb2.SignRequest(user="alice@ac-besancon.fr", message=msg)
     verify_req = message_security_pb2.VerifyRequest(user="bob@ac-besancon.fr", message=signed)
     return [
-        (
+        Comparison(
             "S/MIME sign (RSA-2048, multipart)",
-            server.rate(lambda s: s.Sign(sign_req), seconds),
-            rate(run(sign_cmd), seconds, CORES),
+            lambda: server.rate(lambda s: s.Sign(sign_req), seconds),
+            lambda: rate(run(sign_cmd), seconds, CORES),
         ),
-        (
+        Comparison(
             "S/MIME verify (RSA-2048, chain)",
-            server.rate(lambda s: s.Verify(verify_req), seconds),
-            rate(run(verify_cmd), seconds, CORES),
+            lambda: server.rate(lambda s: s.Verify(verify_req), seconds),
+            lambda: rate(run(verify_cmd), seconds, CORES),
         ),
     ]
 
 
-def bench_openpgp(server: Server, work: Path, seconds: float, size: int, algo: str, label: str) -> list[Row]:
+def bench_openpgp(
+    server: Server, work: Path, seconds: float, size: int, algo: str, label: str
+) -> list[Comparison]:
     import gnupg
 
     home = work / f"gnupg-{algo}"
@@ -376,30 +407,30 @@ def bench_openpgp(server: Server, work: Path, seconds: float, size: int, algo: s
         return _children_cpu() + _agent_cpu(home)
 
     return [
-        (
+        Comparison(
             f"OpenPGP sign ({label})",
-            server.rate(lambda s: s.Sign(sign_req), seconds),
-            rate(lambda: gpg.sign(data, keyid=alice, detach=True), seconds, CORES, gpg_cpu),
+            lambda: server.rate(lambda s: s.Sign(sign_req), seconds),
+            lambda: rate(lambda: gpg.sign(data, keyid=alice, detach=True), seconds, CORES, gpg_cpu),
         ),
-        (
+        Comparison(
             f"OpenPGP verify ({label})",
-            server.rate(lambda s: s.Verify(verify_req), seconds),
-            rate(lambda: gpg.verify_data(str(sig_path), data), seconds, CORES, gpg_cpu),
+            lambda: server.rate(lambda s: s.Verify(verify_req), seconds),
+            lambda: rate(lambda: gpg.verify_data(str(sig_path), data), seconds, CORES, gpg_cpu),
         ),
-        (
+        Comparison(
             f"OpenPGP encrypt ({label})",
-            server.rate(lambda s: s.Encrypt(enc_req), seconds),
-            rate(
+            lambda: server.rate(lambda s: s.Encrypt(enc_req), seconds),
+            lambda: rate(
                 lambda: gpg.encrypt(data, [bob, alice], always_trust=True, armor=True),
                 seconds,
                 CORES,
                 gpg_cpu,
             ),
         ),
-        (
+        Comparison(
             f"OpenPGP decrypt ({label})",
-            server.rate(lambda s: s.Decrypt(dec_req), seconds),
-            rate(lambda: gpg.decrypt(enc), seconds, CORES, gpg_cpu),
+            lambda: server.rate(lambda s: s.Decrypt(dec_req), seconds),
+            lambda: rate(lambda: gpg.decrypt(enc), seconds, CORES, gpg_cpu),
         ),
     ]
 
@@ -408,7 +439,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each side (default 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--only", choices=("smime", "openpgp"))
     parser.add_argument("--threads", type=int, help="secmail serve --threads (default: its own default)")
@@ -423,19 +455,17 @@ def main() -> int:
         try:
             print(
                 f"secmail benchmark: {args.size}-byte messages, {CORES} cores, "
-                f"{args.seconds:.0f} s per figure"
+                f"{args.rounds} rounds of {args.seconds:g} s per side and operation"
             )
-            rows: list[Row] = []
             if args.only in (None, "smime"):
-                rows += bench_smime(server, work, args.seconds, args.size)
-                report(rows)
+                measure(bench_smime(server, work, args.seconds, args.size), args.rounds)
             if args.only in (None, "openpgp"):
-                pgp_rows = bench_openpgp(
+                print()
+                comparisons = bench_openpgp(
                     server, work, args.seconds, args.size, "future-default", "Ed25519/Cv25519"
                 )
-                pgp_rows += bench_openpgp(server, work, args.seconds, args.size, "rsa3072", "RSA-3072")
-                print()
-                report(pgp_rows)
+                comparisons += bench_openpgp(server, work, args.seconds, args.size, "rsa3072", "RSA-3072")
+                measure(comparisons, args.rounds)
         finally:
             server.close()
             subprocess.run(
