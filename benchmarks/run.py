@@ -1,6 +1,6 @@
 """secmail throughput against the tools gateways script today, in one run.
 
-    .venv/bin/python benchmarks/run.py [--rounds 3] [--seconds 3] [--size 20000] [--only smime|openpgp]
+    .venv/bin/python benchmarks/run.py [--rounds 3] [--seconds 3] [--only smime|openpgp] [--no-pin]
 
 S/MIME: Sign and Verify of a 20 KB message over gRPC (RSA-2048), against
 ``openssl cms -sign`` / ``-verify`` run once per message as a subprocess.
@@ -9,9 +9,11 @@ Cv25519, then RSA-3072), against ``gpg`` driven per message through
 python-gnupg.
 
 Both sides get the whole machine: secmail runs ``secmail serve`` with one
-worker process per core, loaded by one asyncio gRPC client keeping four
-calls per core in flight, each on its own connection; the peers run as many
-concurrent subprocesses as there are cores. Each figure is operations per
+worker process per core, each pinned to its core (``--pin-workers``, as on
+a dedicated host; ``--no-pin`` leaves them to the scheduler), loaded by one
+asyncio gRPC client keeping four calls per core in flight, each on its own
+connection; the peers run as many concurrent subprocesses as there are
+cores. Each figure is operations per
 second over ``--seconds`` after a warm-up.
 
 The two sides of a comparison are measured in turn, ``--rounds`` times
@@ -150,7 +152,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, threads: int | None = None) -> None:
+    def __init__(self, workdir: Path, threads: int | None = None, *, pin: bool = True) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen(
             [
@@ -165,6 +167,7 @@ class Server:
                 "--workers",
                 str(CORES),
                 *(["--threads", str(threads)] if threads else []),
+                *(["--pin-workers"] if pin else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -444,6 +447,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--only", choices=("smime", "openpgp"))
     parser.add_argument("--threads", type=int, help="secmail serve --threads (default: its own default)")
+    parser.add_argument("--no-pin", action="store_true", help="secmail serve without --pin-workers")
     args = parser.parse_args()
     for tool in ("openssl", "gpg"):
         if shutil.which(tool) is None:
@@ -451,7 +455,7 @@ def main() -> int:
             return 2
     with tempfile.TemporaryDirectory(prefix="secmail-bench-") as tmp:
         work = Path(tmp)
-        server = Server(work, args.threads)
+        server = Server(work, args.threads, pin=not args.no_pin)
         try:
             print(
                 f"secmail benchmark: {args.size}-byte messages, {CORES} cores, "

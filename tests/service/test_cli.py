@@ -41,10 +41,11 @@ def wait_healthy(address: str, timeout: float = 30) -> None:
 
 
 class Server:
-    def __init__(self, data_dir: Path, workers: int = 1) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1, *extra: str) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.data_dir = data_dir
         self.workers = workers
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -58,6 +59,7 @@ class Server:
                 str(self.data_dir),
                 "--workers",
                 str(self.workers),
+                *self.extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -162,3 +164,43 @@ def test_refuses_plaintext_on_public_address(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "TLS" in r.stderr
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes of ``secmail serve`` (not multiprocessing's resource tracker)."""
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _allowed_cpus(pid: int) -> set[int]:
+    return {cpu for tid in Path(f"/proc/{pid}/task").iterdir() for cpu in os.sched_getaffinity(int(tid.name))}
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs"
+)
+def test_pinned_workers_each_run_on_a_cpu_of_their_own(tmp_path: Path, people: People) -> None:
+    server = Server(tmp_path / "data", 2, "--pin-workers")
+    server.start()
+    try:
+        assert server.proc is not None
+        workers = _workers(server.proc.pid)
+        assert len(workers) == 2
+        # Every thread of a worker (gRPC's included) on the same single CPU,
+        # and the two workers on different ones.
+        pinned = [_allowed_cpus(pid) for pid in workers]
+        assert all(len(cpus) == 1 for cpus in pinned), pinned
+        assert pinned[0] != pinned[1]
+        assert pinned[0] | pinned[1] <= os.sched_getaffinity(0)
+        r = server.cli("ca", "list")  # and it serves
+        assert r.returncode == 0, r.stderr
+    finally:
+        server.stop()
+    unpinned = Server(tmp_path / "data", 2)
+    unpinned.start()
+    try:
+        assert unpinned.proc is not None
+        for pid in _workers(unpinned.proc.pid):
+            assert _allowed_cpus(pid) == os.sched_getaffinity(0)
+    finally:
+        unpinned.stop()
