@@ -31,6 +31,23 @@ def normalise_addr_spec(value: str) -> str | None:
 
     The local part is kept as is: RFC 5321 §2.4 makes it case-sensitive.
     """
+    # Every call reads the acting user's address, and most read a From:
+    # the same few strings again and again. Memoised up to the longest
+    # address RFC 5321 allows (with angle brackets and some space).
+    if len(value) <= _MEMO_LENGTH:
+        return _normalise_memo(value)
+    return _normalise(value)
+
+
+_MEMO_LENGTH = 320
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalise_memo(value: str) -> str | None:
+    return _normalise(value)
+
+
+def _normalise(value: str) -> str | None:
     value = value.strip()
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]

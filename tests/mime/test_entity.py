@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import os
+import random
+import re
 
 import pytest
 
@@ -101,3 +103,12 @@ def test_base64_lines_match_the_standard_library(size: int) -> None:
     assert encoded == base64.encodebytes(data).replace(b"\n", b"\r\n")
     assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
     assert base64.b64decode(encoded.replace(b"\r\n", b"")) == data
+
+
+def test_canonicalize_turns_every_line_break_into_crlf() -> None:
+    rng = random.Random(8551)
+    for _ in range(3000):
+        data = bytes(rng.choice(b"a\r\n") for _ in range(rng.randrange(12)))
+        expected = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+        assert canonicalize(data) == expected, data
+        assert canonicalize(expected) == expected
