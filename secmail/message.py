@@ -395,12 +395,17 @@ def check_sender(root: Entity, addresses: Sequence[str]) -> str:
     return check.address
 
 
-def _ensure_transport_safe(payload: bytes) -> bytes:
+def _ensure_transport_safe(payload: bytes, source: Entity) -> bytes:
     """8-bit single-part bodies become base64 before signing (RFC 8551 §3.1.2).
 
     Transports may re-encode 8-bit content, which would break a signature;
     multipart bodies are left as composed (webmails encode their parts).
+    ``payload`` is ``build_payload(source)``: ``source``'s body under its
+    content fields, so the usual case (7-bit, or multipart) is told from
+    ``source`` without parsing the payload again.
     """
+    if source.content_type.maintype == "multipart" or source.body.isascii():
+        return payload
     entity = parse_entity(payload)
     if entity.content_type.maintype == "multipart" or entity.body.isascii():
         return payload
@@ -449,7 +454,7 @@ def sign_message(
     root = parse_message(raw, max_bytes=max_bytes)
     check_sender(root, key.addresses)
     payload, outer = build_payload(root, hp="clear" if header_protection else None)
-    payload = _ensure_transport_safe(payload)
+    payload = _ensure_transport_safe(payload, root)
     return _outer_with_entity(outer, _sign_payload(payload, key, opaque=opaque, at=at))
 
 
@@ -482,7 +487,7 @@ def encrypt_message(
         from secmail.smime.mime import build_pkcs7_mime
 
         if signer is not None:
-            payload = _sign_payload(_ensure_transport_safe(payload), signer, opaque=False, at=at)
+            payload = _sign_payload(_ensure_transport_safe(payload, root), signer, opaque=False, at=at)
         der = encrypt_content(payload, recipients.smime, authenticated=authenticated, rsa_oaep=rsa_oaep)
         smime_type = "authEnveloped-data" if authenticated else "enveloped-data"
         return _outer_with_entity(outer, build_pkcs7_mime(der, smime_type))

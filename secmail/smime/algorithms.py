@@ -388,8 +388,11 @@ def der_implicit_primitive(number: int, der: bytes) -> bytes:
     return bytes([0x80 | number]) + der[1:]
 
 
+@functools.lru_cache(maxsize=256)
 def algorithm_identifier(oid: str, parameters: bytes | None = None) -> bytes:
     """AlgorithmIdentifier; ``parameters`` is a DER TLV or None for absent."""
+    # Memoised: nearly all are constants (a signature needs 3-4); the few
+    # with per-message parameters (a cipher's IV, public) merely pass through.
     return der_sequence(der_oid(oid), parameters or b"")
 
 
