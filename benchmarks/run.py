@@ -1,6 +1,6 @@
 """secmail throughput against the tools gateways script today, in one run.
 
-    .venv/bin/python benchmarks/run.py [--rounds 3] [--seconds 3] [--only smime|openpgp] [--no-pin]
+    .venv/bin/python benchmarks/run.py [--rounds 3] [--seconds 3] [--only smime|openpgp] [--no-affinity]
 
 S/MIME: Sign and Verify of a 20 KB message over gRPC (RSA-2048), against
 ``openssl cms -sign`` / ``-verify`` run once per message as a subprocess.
@@ -9,8 +9,8 @@ Cv25519, then RSA-3072), against ``gpg`` driven per message through
 python-gnupg.
 
 Both sides get the whole machine: secmail runs ``secmail serve`` with one
-worker process per core, each pinned to its core (``--pin-workers``, as on
-a dedicated host; ``--no-pin`` leaves them to the scheduler), loaded by one
+worker process per core, each pinned to its core (``--worker-affinity``, as on
+a dedicated host; ``--no-affinity`` leaves them to the scheduler), loaded by one
 asyncio gRPC client keeping four calls per core in flight, each on its own
 connection; the peers run as many concurrent subprocesses as there are
 cores. Each figure is operations per
@@ -152,7 +152,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, threads: int | None = None, *, pin: bool = True) -> None:
+    def __init__(self, workdir: Path, threads: int | None = None, *, affinity: bool = True) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen(
             [
@@ -167,7 +167,7 @@ class Server:
                 "--workers",
                 str(CORES),
                 *(["--threads", str(threads)] if threads else []),
-                *(["--pin-workers"] if pin else []),
+                *(["--worker-affinity"] if affinity else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -447,7 +447,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--only", choices=("smime", "openpgp"))
     parser.add_argument("--threads", type=int, help="secmail serve --threads (default: its own default)")
-    parser.add_argument("--no-pin", action="store_true", help="secmail serve without --pin-workers")
+    parser.add_argument("--no-affinity", action="store_true", help="secmail serve without --worker-affinity")
     args = parser.parse_args()
     for tool in ("openssl", "gpg"):
         if shutil.which(tool) is None:
@@ -455,7 +455,7 @@ def main() -> int:
             return 2
     with tempfile.TemporaryDirectory(prefix="secmail-bench-") as tmp:
         work = Path(tmp)
-        server = Server(work, args.threads, pin=not args.no_pin)
+        server = Server(work, args.threads, affinity=not args.no_affinity)
         try:
             print(
                 f"secmail benchmark: {args.size}-byte messages, {CORES} cores, "

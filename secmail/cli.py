@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         master_key_file=Path(args.master_key_file) if args.master_key_file else None,
         workers=args.workers or os.cpu_count() or 1,
         threads=args.threads,
-        pin_workers=args.pin_workers,
+        worker_affinity=args.worker_affinity,
         settings=settings,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pkcs11_arguments(serve)
     serve.add_argument("--workers", type=int, default=0, help="server processes (default: number of cores)")
     serve.add_argument(
-        "--pin-workers",
+        "--worker-affinity",
         action="store_true",
         help="run each worker process on a CPU of its own (dedicated hosts: warmer caches, less CPU a call)",
     )

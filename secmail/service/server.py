@@ -81,7 +81,7 @@ class ServerConfig:
     workers: int = 1
     threads: int = DEFAULT_THREADS
     #: Run each worker process on a CPU of its own (see :func:`worker_cpus`).
-    pin_workers: bool = False
+    worker_affinity: bool = False
     settings: Settings = field(default_factory=Settings)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -387,10 +387,10 @@ def serve(config: ServerConfig, *, err: Callable[[str], None] | None = None) -> 
     if close is not None:
         close()
     cpus: list[int | None] = [None] * config.workers
-    if config.pin_workers:
+    if config.worker_affinity:
         pinned = worker_cpus(config.workers)
         if pinned is None:
-            report("secmail serve: warning: --pin-workers: this system cannot pin processes to CPUs")
+            report("secmail serve: warning: --worker-affinity: this system cannot pin processes to CPUs")
         else:
             cpus = list(pinned)
     ctx = multiprocessing.get_context("spawn")

@@ -179,8 +179,8 @@ def _allowed_cpus(pid: int) -> set[int]:
 @pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs"
 )
-def test_pinned_workers_each_run_on_a_cpu_of_their_own(tmp_path: Path, people: People) -> None:
-    server = Server(tmp_path / "data", 2, "--pin-workers")
+def test_worker_affinity_gives_each_worker_a_cpu_of_its_own(tmp_path: Path, people: People) -> None:
+    server = Server(tmp_path / "data", 2, "--worker-affinity")
     server.start()
     try:
         assert server.proc is not None
