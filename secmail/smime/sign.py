@@ -91,13 +91,13 @@ def _certificates_set(certs: tuple[x509.Certificate, ...]) -> bytes:
 
 
 def _check_key_matches(private_key: PrivateKeyTypes, cert: x509.Certificate) -> None:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
     try:
-        mine = private_key.public_key().public_bytes(enc, fmt)
+        mine = private_key.public_key()
     except (AttributeError, ValueError, TypeError) as exc:
         raise InvalidKeyError("unusable signing key") from exc
-    if mine != cert.public_key().public_bytes(enc, fmt):
+    # cryptography compares public keys by their key material (and keys of
+    # different types as unequal), without encoding either.
+    if mine != cert.public_key():
         raise InvalidKeyError("the signing key does not match the certificate")
 
 
