@@ -31,11 +31,6 @@ SMIME_TYPES = frozenset(
 )
 
 
-def canonicalize(entity: bytes) -> bytes:
-    """Turn every bare LF into CRLF (RFC 8551 §3.1.1); CRLF and lone CR are kept."""
-    return _BARE_LF.sub(CRLF, entity)
-
-
 def _new_boundary(signed_entity: bytes) -> str:
     while True:
         boundary = "----=_secmail_" + secrets.token_hex(16)

@@ -118,7 +118,7 @@ def test_bare_lf_scan_matches_the_look_behind_regex() -> None:
     samples += [bytes(rng.choice(b"\r\na") for _ in range(rng.randint(0, 12))) for _ in range(50_000)]
     for data in samples:
         assert (mime._BARE_LF.search(data) is None) == (OLD_BARE_LF.search(data) is None), data
-        assert mime.canonicalize(data) == OLD_BARE_LF.sub(b"\r\n", data), data
+        assert mime._BARE_LF.sub(b"\r\n", data) == OLD_BARE_LF.sub(b"\r\n", data), data
 
 
 def test_multipart_signed_refuses_bare_lf() -> None:

@@ -35,9 +35,9 @@ from smime_pki import corpus_dir
 
 from secmail.context import TrustContext, VerifyContext
 from secmail.errors import InputError, UnsupportedAlgorithmError
+from secmail.mime.entity import canonicalize
 from secmail.policy import DEFAULT_POLICY
 from secmail.smime.envelope import decrypt_content, encrypt_content
-from secmail.smime.mime import canonicalize
 from secmail.smime.sign import sign_content
 from secmail.smime.verify import verify_signed_data
 from secmail.verdict import Reason, Severity

@@ -10,24 +10,10 @@ import re
 import pytest
 
 from secmail.errors import InputError
-from secmail.smime.mime import build_multipart_signed, build_pkcs7_mime, canonicalize
+from secmail.smime.mime import build_multipart_signed, build_pkcs7_mime
 
 ENTITY = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nline one\r\nline two  \r\n\r\n"
 SIGNATURE = bytes(range(256)) * 3
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        (b"a\nb\n", b"a\r\nb\r\n"),
-        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
-        (b"a\r\n\nb", b"a\r\n\r\nb"),
-        (b"lone\rcr\n", b"lone\rcr\r\n"),  # only bare LF is normalised
-        (b"", b""),
-    ],
-)
-def test_canonicalize(raw: bytes, expected: bytes) -> None:
-    assert canonicalize(raw) == expected
 
 
 def _parts(message: bytes) -> tuple[bytes, bytes, list[bytes]]:
