@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from keystore_support import Clock, ServerProcess, SoftHSM, free_port, wait_serving
+from testpki import PKI, Identity, end_entity, make_pki
 
 import secmail.service.app as app_module
 from secmail.keystore.pkcs11 import PKCS11Config, generate_master_key
@@ -50,6 +51,17 @@ def _postgres_unavailable() -> str | None:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 _pg_problem.append(f"no PostgreSQL server answers at 127.0.0.1:5432 ({reason})")
     return _pg_problem[0] or None
+
+
+@pytest.fixture(scope="module")
+def pki() -> PKI:
+    return make_pki()
+
+
+@pytest.fixture(scope="module")
+def alice(pki: PKI) -> Identity:
+    """alice@ac-besancon.fr's certificate and key, issued by ``pki``."""
+    return end_entity(pki.intermediate, "alice@ac-besancon.fr")
 
 
 @pytest.fixture

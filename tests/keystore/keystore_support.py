@@ -3,11 +3,14 @@ a SoftHSM2 token description and `secmail serve` subprocesses."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from secmail.keystore.pkcs11 import PKCS11Config
 
@@ -76,3 +79,23 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class CallCounter:
+    """Counts calls to some methods of an object (a key store): each keyword
+    names the counter attribute and the method it counts, e.g.
+    ``CallCounter(store, monkeypatch, reads="private_keys")`` then
+    ``counter.reads``. The methods still run; patched for the test only."""
+
+    def __init__(self, target: object, monkeypatch: Any, **counted: str) -> None:
+        for counter, method in counted.items():
+            setattr(self, counter, 0)
+            monkeypatch.setattr(target, method, self._counting(counter, getattr(target, method)))
+
+    def _counting(self, counter: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            setattr(self, counter, getattr(self, counter) + 1)
+            return method(*args, **kwargs)
+
+        return counted

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select
-from testpki import PKI, Identity, end_entity, make_pki, message
+from testpki import PKI, Identity, end_entity, message
 
 from secmail.audit import AuditAction, AuditEvent, AuditOutcome, current_caller
 from secmail.errors import KeyNotFoundError, SecmailError
@@ -71,11 +71,6 @@ def test_sql_sink_failure_is_a_store_error(store: SQLKeyStore) -> None:
 
 
 # --- events recorded by the application core ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pki() -> PKI:
-    return make_pki()
 
 
 @pytest.fixture(scope="module")

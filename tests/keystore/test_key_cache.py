@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from keystore_support import Clock
-from testpki import PKI, Identity, end_entity, make_pki, message
+from keystore_support import CallCounter, Clock
+from testpki import PKI, Identity, end_entity, message
 
 import secmail.service.app as app_module
 from secmail.errors import KeyNotFoundError
@@ -37,43 +37,14 @@ T = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def pki() -> PKI:
-    return make_pki()
-
-
-@pytest.fixture(scope="module")
-def alice(pki: PKI) -> Identity:
-    return end_entity(pki.intermediate, ALICE)
-
-
-@pytest.fixture(scope="module")
 def bob(pki: PKI) -> Identity:
     return end_entity(pki.intermediate, BOB)
 
 
-class Counting:
-    """Counts a store's private-key reads and stamp reads."""
-
-    def __init__(self, store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.reads = 0
-        self.stamps = 0
-        read, stamp = store.private_keys, store.private_keys_stamp
-
-        def private_keys(user: str, scheme: Scheme) -> list[tuple[StoredKey, bytes]]:
-            self.reads += 1
-            return read(user, scheme)
-
-        def private_keys_stamp(user: str, scheme: Scheme) -> object:
-            self.stamps += 1
-            return stamp(user, scheme)
-
-        monkeypatch.setattr(store, "private_keys", private_keys)
-        monkeypatch.setattr(store, "private_keys_stamp", private_keys_stamp)
-
-
 @pytest.fixture
-def counting(store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> Counting:
-    return Counting(store, monkeypatch)
+def counting(store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
+    """Counts the store's private-key reads and stamp reads."""
+    return CallCounter(store, monkeypatch, reads="private_keys", stamps="private_keys_stamp")
 
 
 def _app(store: SQLKeyStore, seconds: float = 2.0) -> Secmail:
@@ -140,7 +111,7 @@ def test_stamp_failure_is_a_store_error(store: SQLKeyStore) -> None:
 
 
 def test_held_keys_sign_exactly_as_freshly_read_ones(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice: Identity
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice: Identity
 ) -> None:
     held_app, fresh_app = _app(store), _app(store, 0)
     _import(held_app, alice)
@@ -160,7 +131,7 @@ def test_held_keys_sign_exactly_as_freshly_read_ones(
 
 
 def test_a_held_key_is_checked_against_the_stamp_not_reread(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice: Identity
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice: Identity
 ) -> None:
     app = _app(store)
     _import(app, alice)
@@ -175,7 +146,7 @@ def test_a_held_key_is_checked_against_the_stamp_not_reread(
 
 
 def test_holding_time_expiry_reads_the_store_again(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice: Identity
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice: Identity
 ) -> None:
     app = _app(store, 2.0)
     _import(app, alice)
@@ -187,7 +158,9 @@ def test_holding_time_expiry_reads_the_store_again(
     assert app._key_cache  # held again, from the new read
 
 
-def test_zero_disables_holding(store: SQLKeyStore, counting: Counting, clock: Clock, alice: Identity) -> None:
+def test_zero_disables_holding(
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice: Identity
+) -> None:
     app = _app(store, 0)
     _import(app, alice)
     keys = [_smime_key(app) for _ in range(3)]
@@ -212,7 +185,7 @@ def test_local_delete_drops_held_keys_at_once(
 
 
 def test_local_import_replaces_held_keys_at_once(
-    store: SQLKeyStore, counting: Counting, clock: Clock, pki: PKI, alice: Identity
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, pki: PKI, alice: Identity
 ) -> None:
     app = _app(store)
     _import(app, alice)
@@ -264,7 +237,7 @@ def test_holding_time_bounds_a_remote_delete_even_without_the_stamp(
 
 
 def test_validity_is_checked_at_the_request_time(
-    store: SQLKeyStore, counting: Counting, clock: Clock, pki: PKI
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, pki: PKI
 ) -> None:
     now = datetime.now(UTC)  # the import judges the certificate at its own time
     short = end_entity(
@@ -280,7 +253,7 @@ def test_validity_is_checked_at_the_request_time(
 
 
 def test_decryption_uses_and_audits_held_keys(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice: Identity
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice: Identity
 ) -> None:
     app = _app(store)
     key_id = _import(app, alice)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from keystore_support import Clock
+from keystore_support import CallCounter, Clock
 from testpki import message
 
 import secmail.service.app as app_module
@@ -47,45 +47,18 @@ def bob_tsk() -> bytes:
     return _backend.generate_tsk([f"Bob <{BOB}>"])
 
 
-class Counting:
-    """Counts a store's public-key reads, stamp reads and private-key reads."""
-
-    def __init__(self, store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.lists = self.finds = self.stamps = self.find_stamps = self.private = 0
-        list_keys, find_public = store.list_keys, store.find_public
-        keys_stamps, private_keys = store.keys_stamps, store.private_keys
-        find_public_stamp = store.find_public_stamp
-
-        def counted_find_stamp(address: str, scheme: Scheme, *, for_user: str) -> object:
-            self.find_stamps += 1
-            return find_public_stamp(address, scheme, for_user=for_user)
-
-        def counted_list(user: str) -> list[StoredKey]:
-            self.lists += 1
-            return list_keys(user)
-
-        def counted_find(address: str, scheme: Scheme, *, for_user: str) -> list[StoredKey]:
-            self.finds += 1
-            return find_public(address, scheme, for_user=for_user)
-
-        def counted_stamps(owners: list[str], scheme: Scheme) -> dict[str, object]:
-            self.stamps += 1
-            return keys_stamps(owners, scheme)
-
-        def counted_private(user: str, scheme: Scheme) -> list[tuple[StoredKey, bytes]]:
-            self.private += 1
-            return private_keys(user, scheme)
-
-        monkeypatch.setattr(store, "list_keys", counted_list)
-        monkeypatch.setattr(store, "find_public", counted_find)
-        monkeypatch.setattr(store, "keys_stamps", counted_stamps)
-        monkeypatch.setattr(store, "private_keys", counted_private)
-        monkeypatch.setattr(store, "find_public_stamp", counted_find_stamp)
-
-
 @pytest.fixture
-def counting(store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> Counting:
-    return Counting(store, monkeypatch)
+def counting(store: SQLKeyStore, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
+    """Counts the store's public-key reads, stamp reads and private-key reads."""
+    return CallCounter(
+        store,
+        monkeypatch,
+        lists="list_keys",
+        finds="find_public",
+        stamps="keys_stamps",
+        private="private_keys",
+        find_stamps="find_public_stamp",
+    )
 
 
 def _app(store: SQLKeyStore, seconds: float = 30.0) -> Secmail:
@@ -192,7 +165,7 @@ def test_cached_lookups_answer_as_the_store_does(
 
 
 def test_a_verification_reads_stamps_not_keys(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
     app = _app(store)
     _setup(app, alice_tsk, bob_tsk)
@@ -205,7 +178,7 @@ def test_a_verification_reads_stamps_not_keys(
 
 
 def test_recipient_lookups_read_their_own_stamps_not_keys(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
     app = _app(store)
     _setup(app, alice_tsk, bob_tsk)
@@ -324,7 +297,7 @@ def test_holding_time_bounds_a_remote_change_even_without_the_stamp(
 
 
 def test_zero_disables_the_cache(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
     app = _app(store, 0)
     _setup(app, alice_tsk, bob_tsk)
@@ -388,7 +361,7 @@ def test_validity_is_judged_at_the_request_time(store: SQLKeyStore, clock: Clock
 
 
 def test_openpgp_decryption_uses_and_audits_held_keys(
-    store: SQLKeyStore, counting: Counting, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
+    store: SQLKeyStore, counting: CallCounter, clock: Clock, alice_tsk: bytes, bob_tsk: bytes
 ) -> None:
     app = _app(store)
     _setup(app, alice_tsk, bob_tsk)

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from keystore_support import Clock
-from testpki import PKI, Identity, end_entity, make_pki, message
+from testpki import PKI, Identity, message
 
 from secmail.audit import AuditAction, AuditEvent, AuditOutcome
 from secmail.keystore.api import TrustEntry
@@ -34,16 +34,6 @@ from secmail.verdict import Banner, Reason, Scheme
 MakeStore = Callable[..., SQLKeyStore]
 ALICE = "alice@ac-besancon.fr"
 BOB = "bob@ac-besancon.fr"
-
-
-@pytest.fixture(scope="module")
-def pki() -> PKI:
-    return make_pki()
-
-
-@pytest.fixture(scope="module")
-def alice(pki: PKI) -> Identity:
-    return end_entity(pki.intermediate, ALICE)
 
 
 def _crl(issuer: Identity, revoked: x509.Certificate | None, this_update: datetime, number: int = 1) -> bytes:

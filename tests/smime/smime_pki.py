@@ -196,6 +196,22 @@ def build_pki() -> SmimePKI:
     return SmimePKI(root_key, root, inter_key, inter, people)
 
 
+def sign_as(pki: SmimePKI, who: str, content: bytes, **kw: object) -> bytes:
+    """``content`` signed by ``pki[who]`` with its chain, at SIGNING_TIME
+    (``kw``: sign_content's other options)."""
+    from secmail.smime.sign import sign_content
+
+    person = pki[who]
+    return sign_content(
+        content,
+        private_key=person.key,
+        cert=person.cert,
+        chain=pki.chain,
+        signing_time=SIGNING_TIME,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 

@@ -14,11 +14,10 @@ from asn1crypto import cms, core
 from cryptography.hazmat.primitives import keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, x448, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from smime_pki import SIGNING_TIME, SmimePKI, end_entity
+from smime_pki import SmimePKI, end_entity, sign_as
 
 from secmail.smime import algorithms as alg
 from secmail.smime.envelope import decrypt_content, encrypt_content, shared_info
-from secmail.smime.sign import sign_content
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nDER\r\n"
 
@@ -34,15 +33,7 @@ OID_DATA = H("06092a864886f70d010701")
 
 
 def _sign(pki: SmimePKI, who: str, **kw: object) -> cms.ContentInfo:
-    person = pki[who]
-    der = sign_content(
-        CONTENT,
-        private_key=person.key,
-        cert=person.cert,
-        chain=pki.chain,
-        signing_time=SIGNING_TIME,
-        **kw,  # type: ignore[arg-type]
-    )
+    der = sign_as(pki, who, CONTENT, **kw)
     # Re-encoding with asn1crypto (sorted SETs, minimal lengths) gives back
     # the same bytes: what we wrote is DER.
     assert cms.ContentInfo.load(der).dump(force=True) == der

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from smime_pki import SIGNING_TIME, VALIDATION_TIME, SmimePKI, end_entity
+from smime_pki import SIGNING_TIME, VALIDATION_TIME, SmimePKI, end_entity, sign_as
 
 from secmail.context import TrustContext, VerifyContext
 from secmail.errors import InputError, InvalidKeyError, UnsupportedAlgorithmError
@@ -39,15 +39,7 @@ SIGNERS = [
 
 
 def _sign(pki: SmimePKI, who: str = "alice", content: bytes = CONTENT, **kw: object) -> bytes:
-    person = pki[who]
-    return sign_content(
-        content,
-        private_key=person.key,
-        cert=person.cert,
-        chain=pki.chain,
-        signing_time=SIGNING_TIME,
-        **kw,  # type: ignore[arg-type]
-    )
+    return sign_as(pki, who, content, **kw)
 
 
 @pytest.mark.parametrize("detached", [True, False], ids=["detached", "opaque"])

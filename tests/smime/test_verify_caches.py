@@ -20,7 +20,7 @@ from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from smime_pki import SIGNING_TIME, VALIDATION_TIME, SmimePKI
+from smime_pki import SIGNING_TIME, VALIDATION_TIME, SmimePKI, sign_as
 
 from secmail.context import TrustContext, VerifyContext
 from secmail.errors import InputError
@@ -28,7 +28,6 @@ from secmail.policy import DEFAULT_POLICY
 from secmail.smime import _certs
 from secmail.smime import algorithms as alg
 from secmail.smime import verify as smime_verify
-from secmail.smime.sign import sign_content
 from secmail.smime.verify import SignedDataResult, verify_signed_data
 from secmail.trust import path as trust_path
 from secmail.verdict import Reason
@@ -50,15 +49,7 @@ def _fresh_caches() -> Iterator[None]:
 
 
 def _signed(pki: SmimePKI, who: str = "alice", **kw: object) -> bytes:
-    person = pki[who]
-    return sign_content(
-        CONTENT,
-        private_key=person.key,
-        cert=person.cert,
-        chain=pki.chain,
-        signing_time=SIGNING_TIME,
-        **kw,  # type: ignore[arg-type]
-    )
+    return sign_as(pki, who, CONTENT, **kw)
 
 
 def _messages(pki: SmimePKI) -> list[tuple[str, bytes, bytes | None]]:
