@@ -19,66 +19,44 @@ distinct certificates costs memory up to the bound and no more.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-K = TypeVar("K")
+from secmail._lru import BoundedLRU
+
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class BoundedMemo(Generic[K, V]):
-    """At most ``maxsize`` entries and ``max_weight`` total weight (the
-    callers weigh an entry by the bytes it was computed from), least
-    recently used evicted first. An entry heavier than ``max_weight`` on
-    its own is not kept."""
+class BoundedMemo(BoundedLRU[V], Generic[K, V]):
+    """secmail's bounded LRU with the rules above: at most ``maxsize``
+    entries and ``max_weight`` total weight (the callers weigh an entry by
+    the bytes it was computed from); an entry heavier than ``max_weight`` on
+    its own is not kept; a new value for a key replaces the old one. Counts
+    hits and misses (the tests check that a parse was served from it)."""
 
     def __init__(self, maxsize: int, max_weight: int) -> None:
         if maxsize < 1 or max_weight < 1:
             raise ValueError("bounds must be positive")
-        self._maxsize = maxsize
-        self._max_weight = max_weight
-        self._weight = 0
-        self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(maxsize, max_weight, max_entry_weight=max_weight)
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            try:
-                value, _ = self._data[key]
-            except KeyError:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
+    def get(self, key: K) -> V | None:  # type: ignore[override]
+        value = super().get(key)
+        if value is None:
+            self.misses += 1
+        else:
             self.hits += 1
-            return value
+        return value
 
-    def put(self, key: K, value: V, weight: int) -> None:
-        if weight > self._max_weight:
-            return
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._weight -= old[1]
-            self._data[key] = (value, weight)
-            self._weight += weight
-            while len(self._data) > self._maxsize or self._weight > self._max_weight:
-                _, (_, w) = self._data.popitem(last=False)
-                self._weight -= w
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._weight = 0
-            self.hits = 0
-            self.misses = 0
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
+    def put(self, key: K, value: V, weight: int) -> None:  # type: ignore[override]
+        super().put(key, value, weight, replace=True)
 
     def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._data
+        return key in self._entries
+
+    def clear(self) -> None:
+        super().clear()
+        self.hits = 0
+        self.misses = 0

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from secmail.trust._lru import BoundedLRU, CertificateMemo
+from secmail._lru import BoundedLRU, CertificateMemo
 from secmail.verdict import ChainCertificate
 
 _SHA256 = hashes.SHA256()

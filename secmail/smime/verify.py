@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
+from secmail._lru import BoundedLRU
 from secmail.context import VerifyContext
 from secmail.errors import InputError, UnsupportedAlgorithmError
 from secmail.mime.addresses import normalise_addr_spec
@@ -36,7 +37,6 @@ from secmail.smime import _certs
 from secmail.smime import algorithms as alg
 from secmail.smime._certs import MessageCert as _MessageCert
 from secmail.trust import path as trust_path
-from secmail.trust._lru import BoundedLRU
 from secmail.verdict import ChainCertificate, Reason, Scheme, SignerResult
 
 logger = logging.getLogger(__name__)

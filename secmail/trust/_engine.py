@@ -40,9 +40,9 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from secmail._lru import der_weight
 from secmail.policy import AlgorithmPolicy, RevocationMode
 from secmail.trust import _checks, _webpki
-from secmail.trust._lru import der_weight
 from secmail.trust._pathcache import PathCache
 from secmail.trust.revocation import RevocationChecker, chain_revocation_reasons
 from secmail.verdict import Reason
@@ -203,7 +203,7 @@ def _cache_key(request: Request) -> tuple[Hashable, ...]:
     and comparing them by identity costs nothing where hashing a trust
     store would. The entry pins the request holding them, so their ids cannot
     be reused meanwhile. The key holds only ints, strings and None, whose
-    hashing runs no Python code (see ``secmail.trust._lru``).
+    hashing runs no Python code (see ``secmail._lru``).
     """
     return (
         id(request.leaf),

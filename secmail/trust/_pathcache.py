@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from secmail.trust._lru import BoundedLRU
+from secmail._lru import BoundedLRU
 
 _MICROSECOND = timedelta(microseconds=1)
 

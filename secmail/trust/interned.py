@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from cryptography import x509
 
-from secmail.trust._lru import BoundedLRU
+from secmail._lru import BoundedLRU
 
 __all__ = ["certificate", "crl"]
 

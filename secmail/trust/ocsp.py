@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from secmail.trust._lru import CertificateMemo
+from secmail._lru import CertificateMemo
 from secmail.trust.cache import MemoryCache, RevocationCache, utc_now
 from secmail.trust.fetch import Fetcher, FetchError
 from secmail.trust.revocation import RevocationStatus

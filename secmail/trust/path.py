@@ -18,10 +18,10 @@ from typing import Literal
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from secmail._lru import BoundedLRU, der_weight
 from secmail.context import TrustContext
 from secmail.policy import AlgorithmPolicy, RevocationMode, VerificationPolicy
 from secmail.trust import _engine
-from secmail.trust._lru import BoundedLRU, der_weight
 from secmail.trust._pathcache import PathCache
 from secmail.trust.revocation import CRLChecker, RevocationChecker, shared_crl_checker
 from secmail.verdict import Reason

@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
+from secmail._lru import BoundedLRU, CertificateMemo
 from secmail.policy import RevocationMode
-from secmail.trust._lru import BoundedLRU, CertificateMemo
 from secmail.trust.cache import MemoryCache, RevocationCache, utc_now
 from secmail.trust.fetch import Fetcher, FetchError
 from secmail.verdict import Reason

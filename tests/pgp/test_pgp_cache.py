@@ -254,12 +254,12 @@ def test_tsks_are_never_memoised(fixture: str, request: pytest.FixtureRequest) -
     ]
     assert pair.tsk not in keys._SKELETONS and pair.tsk not in _backend._CERTS
     for memo in memos:
-        for key in memo._data:
+        for key in memo._entries:
             blob = b"".join(key) if isinstance(key, tuple) else key
             assert isinstance(blob, bytes)
             for area in secret_areas:
                 assert area[1:] not in blob, "secret key material in a memo"
-    for skeletons, _ in keys._SKELETONS._data.values():
+    for skeletons, _ in keys._SKELETONS._entries.values():
         for skel in skeletons:
             assert not skel.primary.is_secret and not any(k.is_secret for k, _ in skel.subkeys)
 

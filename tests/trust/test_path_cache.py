@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from trust_pki import AT, NOT_AFTER, NOT_BEFORE, CertSpec, Hierarchy, ec_key, hierarchy, issue, make_crl, name
 
+from secmail._lru import BoundedLRU, CertificateMemo
 from secmail.context import TrustContext
 from secmail.policy import DEFAULT_POLICY, AlgorithmPolicy, RevocationMode
 from secmail.trust import _engine, _pathcache, interned
 from secmail.trust import path as trust_path
-from secmail.trust._lru import BoundedLRU, CertificateMemo
 from secmail.trust.path import PathResult, validate_email_signer
 from secmail.trust.revocation import RevocationStatus, shared_crl_checker
 from secmail.verdict import Reason
