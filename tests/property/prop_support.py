@@ -16,6 +16,7 @@ import grpc
 from service_support import Client, make_people, start
 from testpki import Identity, end_entity
 
+from secmail.mime.entity import canonicalize
 from secmail.pgp import _backend
 from secmail.v1 import keys_pb2, message_security_pb2, trust_pb2, verdict_pb2
 
@@ -45,7 +46,10 @@ class Base:
     display_body: bytes
 
     def covered_in(self, mutated: bytes) -> bool:
-        """Whether the signed bytes are still in ``mutated`` as they were."""
+        """Whether the signed bytes are still in ``mutated`` as they were,
+        line endings aside: a receiver turns bare CR and LF into CRLF before
+        verifying (RFC 8551 §3.1.1, RFC 3156 §5), as mail transports may
+        change them, so a cut CR of a CRLF leaves the signed bytes intact."""
         if not self.covered:
             return True
         if self.name.endswith("opaque"):
@@ -54,7 +58,7 @@ class Base:
             except (ValueError, IndexError):
                 return False
             return self.covered in blob
-        return self.covered in mutated
+        return self.covered in canonicalize(mutated)
 
 
 @dataclass(repr=False)
