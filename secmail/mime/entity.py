@@ -70,21 +70,24 @@ class Header:
     @property
     def value(self) -> str:
         """The unfolded value, decoded as UTF-8 with replacement."""
-        if len(self.raw) > _CACHED_FIELD_BYTES:
-            # Not kept: a sender must not fill memory with huge fields.
+        if not self.lname.startswith("content-") or len(self.raw) > _CACHED_FIELD_BYTES:
+            # Not kept: what people wrote (From, Subject, of decrypted
+            # messages too) never outlives the request in a process-wide
+            # memo, and a sender must not fill memory with huge fields.
             return _read_value(self.raw)
         return _unfolded_value(self.raw)
 
 
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
-#: Fields up to this size have their values memoised (by exact bytes).
+#: Content-* fields up to this size have their values memoised (by exact bytes).
 _CACHED_FIELD_BYTES = 4096
 
 
 @functools.lru_cache(maxsize=8192)
 def _unfolded_value(raw: bytes) -> str:
     # Keyed by the field's exact bytes: the pipeline reads the same few
-    # fields (Content-Type, From) several times per message.
+    # structural fields (Content-Type, Content-Transfer-Encoding) several
+    # times per message, and every message of a client repeats them.
     return _read_value(raw)
 
 

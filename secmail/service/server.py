@@ -160,7 +160,7 @@ def create_server(
     address: str,
     app: Secmail,
     *,
-    threads: int = 8,
+    threads: int = DEFAULT_THREADS,
     reuse_port: bool = False,
     tls: TLSFiles | None = None,
     callers: CallersConfig | None = None,

@@ -388,11 +388,18 @@ def der_implicit_primitive(number: int, der: bytes) -> bytes:
     return bytes([0x80 | number]) + der[1:]
 
 
-@functools.lru_cache(maxsize=256)
 def algorithm_identifier(oid: str, parameters: bytes | None = None) -> bytes:
     """AlgorithmIdentifier; ``parameters`` is a DER TLV or None for absent."""
-    # Memoised: nearly all are constants (a signature needs 3-4); the few
-    # with per-message parameters (a cipher's IV, public) merely pass through.
+    if parameters is None or parameters == DER_NULL:
+        # The constant ones (a signature needs 3-4), memoised; those with
+        # per-message parameters (a cipher's random IV) are not, so that
+        # they never push the constants out.
+        return _constant_identifier(oid, parameters)
+    return der_sequence(der_oid(oid), parameters)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant_identifier(oid: str, parameters: bytes | None) -> bytes:
     return der_sequence(der_oid(oid), parameters or b"")
 
 

@@ -125,8 +125,14 @@ class CRLChecker:
     def __init__(self, crls: Iterable[x509.CertificateRevocationList]) -> None:
         self._by_issuer: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
         for crl in crls:
-            self._by_issuer.setdefault(crl.issuer, []).append(crl)
-        self._authentic: dict[tuple[int, bytes], bool] = {}
+            # Well-formedness is the CRL's own (it walks every entry): judged
+            # once here, not on every status() of a checker shared for a
+            # whole trust snapshot. An ill-formed CRL is never usable.
+            if _crl_well_formed(crl):
+                self._by_issuer.setdefault(crl.issuer, []).append(crl)
+        # A shared checker lives as long as its trust snapshot, and messages
+        # choose the "issuers" asked about: bounded.
+        self._authentic: BoundedLRU[bool] = BoundedLRU(_AUTHENTIC_MEMO_LIMIT, _AUTHENTIC_MEMO_LIMIT)
 
     def status(self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime) -> RevocationStatus:
         good = False
@@ -158,18 +164,13 @@ class CRLChecker:
         *,
         at: datetime,
     ) -> bool:
-        return _crl_current(crl, at) and _crl_well_formed(crl) and self._signed_by(crl, issuer)
+        return _crl_current(crl, at) and self._signed_by(crl, issuer)
 
     def _signed_by(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
         key = (id(crl), issuer.fingerprint(_SHA256))
         cached = self._authentic.get(key)
         if cached is None:
-            cached = _crl_signed_by(crl, issuer)
-            if len(self._authentic) >= _AUTHENTIC_MEMO_LIMIT:
-                # A shared checker lives as long as its trust snapshot, and
-                # messages choose the "issuers" asked about: keep it bounded.
-                self._authentic.clear()
-            self._authentic[key] = cached
+            cached = self._authentic.put(key, _crl_signed_by(crl, issuer))
         return cached
 
 

@@ -96,6 +96,19 @@ def test_huge_header_values_are_not_memoised() -> None:
     assert entity_module._unfolded_value.cache_info().currsize <= before + 1  # Content-Type only
 
 
+def test_only_content_fields_are_memoised() -> None:
+    """From, Subject and the like (of decrypted messages too) are read, never kept process-wide."""
+    from secmail.mime import entity as entity_module
+
+    entity_module._unfolded_value.cache_clear()
+    raw = b"From: Alice <alice@ac-besancon.fr>\r\nSubject: secret plans\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+    parsed = parse_entity(raw)
+    assert parsed.get("from") == "Alice <alice@ac-besancon.fr>"
+    assert parsed.get("subject") == "secret plans"
+    assert parsed.get("content-type") == "text/plain"
+    assert entity_module._unfolded_value.cache_info().currsize == 1  # Content-Type only
+
+
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 56, 57, 58, 113, 114, 115, 3000, 3001])
 def test_base64_lines_match_the_standard_library(size: int) -> None:
     data = os.urandom(size)
